@@ -1,0 +1,52 @@
+"""The `omni-img` console command.
+
+Each subcommand lives beside the library code it drives, in a module that
+exposes `add_arguments(parser)` and `main(args) -> int`. Those modules keep their
+heavy imports (jax, tfds) inside `main`, so `omni-img --help` stays fast. The
+library never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("omni_img.data.commands", "build the built-in dataset or ingest your own images"),
+}
+
+
+class UsageError(Exception):
+    """A user input problem: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omni-img", description=__doc__.splitlines()[0])
+    from omni_img import __version__
+
+    parser.add_argument("--version", action="version", version=f"omni-img {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as error:
+        print(f"omni-img {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"omni-img {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
