@@ -12,14 +12,12 @@ import argparse
 import importlib
 import sys
 
+from omni_img.errors import UserError
+
 # subcommand -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("omni_img.data.commands", "build the built-in dataset or ingest your own images"),
 }
-
-
-class UsageError(Exception):
-    """A user input problem: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except UsageError as error:
+    except UserError as error:
         print(f"omni-img {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
