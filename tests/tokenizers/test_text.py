@@ -1,0 +1,100 @@
+"""Text tokenizers: round trips, reserved ids, JSON descriptions, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from omni_img.errors import UserError
+from omni_img.tokenizers import text as tt
+
+
+def test_byte_round_trip_and_reserved_ids():
+    tok = tt.ByteTokenizer()
+    for s in ["a red cube", "zyxwvq", "naïve café ☕"]:
+        ids = tok.encode(s)
+        assert min(ids) >= tt.NUM_RESERVED and max(ids) < tok.vocab_size
+        assert tok.decode(ids) == s
+    assert tok.encode(b"ab") == tok.encode("ab")
+    assert tok.vocab_size == 264
+
+
+def test_encode_batch_pads_and_masks():
+    tok = tt.ByteTokenizer()
+    ids, mask = tt.encode_batch(tok, ["ab", "abcd"], 8)
+    assert ids.dtype == np.int32 and ids.shape == (2, 8) and mask.dtype == bool
+    assert ids[0, :4].tolist() == [tt.BOS_ID, *tok.encode("ab"), tt.EOS_ID]
+    assert mask.sum(1).tolist() == [4, 6]
+    assert (ids[~mask] == tt.PAD_ID).all()
+    null_ids, null_mask = tt.null_prompt(3, 8)
+    assert null_ids[:, :2].tolist() == [[tt.BOS_ID, tt.EOS_ID]] * 3 and null_mask.sum() == 6
+
+
+def test_json_round_trip():
+    tok = tt.ByteTokenizer()
+    desc = json.loads(json.dumps(tok.to_json()))
+    assert tt.from_json(desc) == tok
+    with pytest.raises(UserError, match="unknown text tokenizer"):
+        tt.from_json({"kind": "wordpiece"})
+
+
+@pytest.mark.parametrize(
+    "prompt, match",
+    [
+        ("", "prompt is empty"),
+        ("   \n", "prompt is empty"),
+        ("x" * 100, "longer than the context"),
+        (b"caf\xe9", "not valid UTF-8"),
+        ("bad \udc80", "not valid Unicode"),
+        (123, "must be text"),
+    ],
+)
+def test_bad_prompts_are_user_errors(prompt, match):
+    with pytest.raises(UserError, match=match) as info:
+        tt.encode_prompt(tt.ByteTokenizer(), prompt, max_len=32)
+    assert "\n" not in str(info.value)
+
+
+def test_prompt_that_just_fits():
+    tok = tt.ByteTokenizer()
+    assert len(tt.encode_prompt(tok, "x" * 30, 32)) == 32
+    with pytest.raises(UserError):
+        tt.encode_prompt(tok, "x" * 31, 32)
+
+
+def test_sentencepiece_option(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    words = ["red", "green", "blue", "cube", "ball", "star", "left", "right", "small", "big"]
+    rng = np.random.default_rng(0)
+    corpus.write_text("\n".join(" ".join(rng.choice(words, 5)) for _ in range(300)))
+    spm.SentencePieceTrainer.Train(
+        input=str(corpus),
+        model_prefix=str(tmp_path / "sp"),
+        vocab_size=28,
+        model_type="unigram",
+        minloglevel=2,
+    )
+    tok = tt.make_text_tokenizer("sentencepiece", str(tmp_path / "sp.model"))
+    ids = tok.encode("a big red star")
+    assert min(ids) >= tt.NUM_RESERVED and max(ids) < tok.vocab_size
+    assert tok.decode(ids) == "a big red star"
+    again = tt.from_json(json.loads(json.dumps(tok.to_json())))
+    assert again == tok and again.encode("blue cube") == tok.encode("blue cube")
+    with pytest.raises(UserError, match="not valid UTF-8"):
+        tok.encode(b"\xff")
+
+
+def test_sentencepiece_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError):
+        tt.make_text_tokenizer("sentencepiece")
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"not a model")
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="pip install sentencepiece"):
+            tt.make_text_tokenizer("sentencepiece", str(bad))
+    else:
+        with pytest.raises(UserError, match="not a SentencePiece model"):
+            tt.make_text_tokenizer("sentencepiece", str(bad))
