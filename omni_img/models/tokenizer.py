@@ -1,0 +1,180 @@
+"""The VQ image tokenizer: conv encoder -> quantizer -> conv decoder.
+
+Letters in tensor names: B batch, H/W height/width (pixels or grid), C channels,
+D latent dim, h/w token-grid height/width.
+
+Downsampling is space-to-depth followed by a dense layer, and upsampling a dense
+layer followed by depth-to-space: on CPU, XLA runs these far faster than strided or
+transposed convolutions, and they lose nothing (they are invertible reshapes). Each
+resolution also has residual 3x3-conv blocks, for spatial context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from omni_img.models.quantizers import FiniteScalarQuantizer, VectorQuantizer
+
+
+def space_to_depth(x_BxHxWxC, factor: int):
+    b, h, w, c = x_BxHxWxC.shape
+    x = x_BxHxWxC.reshape(b, h // factor, factor, w // factor, factor, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // factor, w // factor, factor * factor * c)
+
+
+def depth_to_space(x_BxHxWxC, factor: int):
+    b, h, w, c = x_BxHxWxC.shape
+    out_c = c // (factor * factor)
+    x = x_BxHxWxC.reshape(b, h, w, factor, factor, out_c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * factor, w * factor, out_c)
+
+
+def _conv(features, dtype, name=None):
+    return nn.Conv(
+        features,
+        (3, 3),
+        padding="SAME",
+        dtype=dtype,
+        name=name,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (None, None, "conv_in", "conv_out")
+        ),
+    )
+
+
+def _dense(features, dtype, name=None, zero=False):
+    init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        name=name,
+        kernel_init=nn.with_logical_partitioning(init, ("conv_in", "conv_out")),
+    )
+
+
+class ResBlock(nn.Module):
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC):
+        y = nn.swish(nn.LayerNorm(dtype=self.dtype)(x_BxHxWxC))
+        y = _conv(self.features, self.dtype)(y)
+        y = nn.swish(nn.LayerNorm(dtype=self.dtype)(y))
+        y = _conv(self.features, self.dtype)(y)
+        return x_BxHxWxC + y
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    """Architecture of the tokenizer; `patch_size` = pixels per token side (a power of 2)."""
+
+    image_size: int = 64
+    patch_size: int = 4
+    widths: tuple[int, ...] = (32, 96)
+    num_res_blocks: int = 1
+    quantizer: str = "fsq"
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    codebook_size: int = 1024
+    code_dim: int = 8
+    commitment: float = 0.25
+    entropy_weight: float = 0.1
+    entropy_temperature: float = 0.01
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_stages(self) -> int:
+        return int(math.log2(self.patch_size))
+
+    @property
+    def num_codes(self) -> int:
+        return math.prod(self.fsq_levels) if self.quantizer == "fsq" else self.codebook_size
+
+
+def tokenizer_spec_from_config(model: ml_collections.ConfigDict) -> TokenizerSpec:
+    fields = {f.name for f in dataclasses.fields(TokenizerSpec)}
+    values = {key: value for key, value in model.to_dict().items() if key in fields}
+    for key in ("widths", "fsq_levels"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return TokenizerSpec(**values)
+
+
+class Encoder(nn.Module):
+    spec: TokenizerSpec
+    latent_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxHxWx3):
+        x = x_BxHxWx3.astype(self.dtype)
+        for stage in range(self.spec.num_stages):
+            width = self.spec.widths[min(stage, len(self.spec.widths) - 1)]
+            x = _dense(width, self.dtype)(space_to_depth(x, 2))
+            for _ in range(self.spec.num_res_blocks):
+                x = ResBlock(width, self.dtype)(x)
+        x = nn.swish(nn.LayerNorm(dtype=self.dtype)(x))
+        return _dense(self.latent_dim, self.dtype)(x)
+
+
+class Decoder(nn.Module):
+    spec: TokenizerSpec
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z_BxhxwxD):
+        widths = [
+            self.spec.widths[min(i, len(self.spec.widths) - 1)] for i in range(self.spec.num_stages)
+        ]
+        x = _dense(widths[-1], self.dtype)(z_BxhxwxD.astype(self.dtype))
+        for stage in reversed(range(self.spec.num_stages)):
+            for _ in range(self.spec.num_res_blocks):
+                x = ResBlock(widths[stage], self.dtype)(x)
+            out_width = widths[stage - 1] if stage > 0 else widths[0]
+            x = depth_to_space(_dense(4 * out_width, self.dtype)(x), 2)
+        x = nn.swish(nn.LayerNorm(dtype=self.dtype)(x))
+        return _conv(3, self.dtype, name="to_rgb")(x).astype(jnp.float32)
+
+
+class Tokenizer(nn.Module):
+    """Images in [-1, 1] (B, H, W, 3) <-> token ids (B, h, w)."""
+
+    spec: TokenizerSpec
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        if self.spec.quantizer == "fsq":
+            self.quantizer = FiniteScalarQuantizer(tuple(self.spec.fsq_levels))
+        else:
+            self.quantizer = VectorQuantizer(
+                self.spec.codebook_size,
+                self.spec.code_dim,
+                self.spec.commitment,
+                self.spec.entropy_weight,
+                self.spec.entropy_temperature,
+            )
+        self.encoder = Encoder(self.spec, self.quantizer.code_dim, self.dtype)
+        self.decoder = Decoder(self.spec, self.dtype)
+
+    def __call__(self, images_BxHxWx3):
+        """Returns (reconstruction BxHxWx3, ids Bxhxw, quantizer aux loss)."""
+        z = self.encoder(images_BxHxWx3)
+        quantized, ids, aux = self.quantizer(z)
+        return self.decoder(quantized), ids, aux
+
+    def encode(self, images_BxHxWx3):
+        """Token ids (B, h, w) int32."""
+        _, ids, _ = self.quantizer(self.encoder(images_BxHxWx3))
+        return ids.astype(jnp.int32)
+
+    def decode(self, ids_Bxhxw):
+        """Images in [-1, 1] (B, H, W, 3) from token ids."""
+        return self.decoder(self.quantizer.lookup(ids_Bxhxw))

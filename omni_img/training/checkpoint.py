@@ -1,0 +1,127 @@
+"""Checkpoints: Orbax, async, by steps and by minutes, with the data iterator.
+
+Layout: `WORKDIR/checkpoints/<step>/{state,data}`. `state` is the TrainState;
+`data` is the grain iterator position of every process. Keeps the last `keep`
+checkpoints plus every step that is a multiple of `keep_every`.
+
+Resume order (see docs/training.md): the workdir's latest checkpoint, else
+`config.resume_from` (another run's checkpoint: state and data position), else
+`config.init_from` (params and EMA params only), else scratch.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from omni_img.errors import UserError
+from omni_img.training.state import TrainState
+
+
+class Checkpointer:
+    """Owns the CheckpointManager of one workdir and decides when to save."""
+
+    def __init__(self, workdir: str | pathlib.Path, options: ml_collections.ConfigDict):
+        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        self.every_steps = int(options.every_steps)
+        self.every_seconds = float(options.every_minutes) * 60.0
+        self._last_save_time = time.monotonic()
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=int(options.keep) or None,
+                keep_period=int(options.keep_every) or None,
+                enable_async_checkpointing=bool(options.async_save),
+                create=True,
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def due(self, step: int) -> bool:
+        """Whether `step` should be saved: every N steps or every M minutes."""
+        by_steps = self.every_steps > 0 and step % self.every_steps == 0
+        by_time = self.every_seconds > 0 and (
+            time.monotonic() - self._last_save_time >= self.every_seconds
+        )
+        return by_steps or by_time
+
+    def save(self, step: int, state: TrainState, data_iterator=None) -> None:
+        """Start an (async) save of `state` and the iterator position at `step`."""
+        if step in self.manager.all_steps():
+            return
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._last_save_time = time.monotonic()
+
+    def restore(self, abstract_state: TrainState, data_iterator=None, step: int | None = None):
+        """Restore onto the shardings in `abstract_state` (any mesh); moves the iterator."""
+        return restore_from(self.manager, abstract_state, data_iterator, step)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def restore_from(manager, abstract_state, data_iterator=None, step=None) -> TrainState:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise UserError(f"no checkpoint found in {manager.directory}")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"]
+
+
+def _manager_for(path: str) -> tuple[ocp.CheckpointManager, int | None]:
+    """A read-only manager for a workdir, its checkpoints/ folder, or one step folder."""
+    location = pathlib.Path(path).expanduser().absolute()
+    if not location.exists():
+        raise UserError(f"checkpoint path does not exist: {path}")
+    step = None
+    if (location / "checkpoints").is_dir():
+        location = location / "checkpoints"
+    elif location.name.isdigit() and (location / "state").is_dir():
+        step, location = int(location.name), location.parent
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    return ocp.CheckpointManager(location, options=options), step
+
+
+def restore_initial_state(
+    checkpointer: Checkpointer,
+    config: ml_collections.ConfigDict,
+    abstract_state: TrainState,
+    fresh_state,
+    data_iterator,
+) -> tuple[TrainState, str]:
+    """Apply the resume order; returns (state, a sentence saying where it came from).
+
+    `fresh_state` is a zero-argument callable returning a newly initialised state,
+    called only when needed.
+    """
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_state, data_iterator)
+        return state, f"resumed from this workdir at step {int(jax.device_get(state.step))}"
+    if config.resume_from:
+        manager, step = _manager_for(config.resume_from)
+        state = restore_from(manager, abstract_state, data_iterator, step)
+        return state, f"resumed from {config.resume_from} at step {int(jax.device_get(state.step))}"
+    state = fresh_state()
+    if config.init_from:
+        manager, step = _manager_for(config.init_from)
+        loaded = restore_from(manager, abstract_state, None, step)
+        state = state.replace(params=loaded.params, ema_params=loaded.ema_params)
+        return state, f"initialised params from {config.init_from}"
+    return state, "started from scratch"

@@ -1,0 +1,167 @@
+"""The training loop shared by every stage's trainer.
+
+The loop dispatches step n+1 before it reads step n's metrics back to the host,
+so the device never waits on Python. Compilation is done ahead of the loop and
+timed on its own. A non-finite loss stops the run loudly, naming the step. SIGTERM
+(a preemption) and normal exit both write a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from omni_img.config.validation import parse_profile_steps
+from omni_img.training.checkpoint import Checkpointer
+from omni_img.training.metrics import MetricsWriter
+from omni_img.training.state import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: TrainState
+    steps_run: int
+    compile_seconds: float
+    train_seconds: float
+    stopped_by_signal: bool = False
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """Sets the event on SIGTERM instead of dying, so the loop can checkpoint first."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_loop(
+    *,
+    state: TrainState,
+    step_fn,
+    batches: Iterator[Mapping[str, np.ndarray]],
+    to_device: Callable[[Mapping[str, np.ndarray]], dict],
+    num_steps: int,
+    checkpointer: Checkpointer | None,
+    data_iterator=None,
+    writer: MetricsWriter | None = None,
+    log_every: int = 10,
+    examples_per_step: int = 0,
+    profile_steps: str = "",
+    profile_dir: str = "",
+    max_seconds: float = 0.0,
+    every_step_hooks: tuple[
+        tuple[int, Callable[[TrainState], Mapping[str, float] | None]], ...
+    ] = (),
+    description: str = "train",
+) -> LoopResult:
+    """Run `step_fn` from `state.step` to `num_steps`; return the final state.
+
+    `step_fn` is the jitted train step; it is lowered and compiled here on the first
+    batch. `every_step_hooks` are `(every, fn(state) -> scalars)` pairs (evals,
+    sample grids) run on host after the step that is a multiple of `every`.
+    `max_seconds > 0` stops early (with a checkpoint) once the time budget is spent.
+    """
+    start_step = int(jax.device_get(state.step))
+    profile = parse_profile_steps(profile_steps)
+    first_batch = to_device(next(batches))
+    compile_start = time.perf_counter()
+    compiled = step_fn.lower(state, first_batch).compile()
+    compile_seconds = time.perf_counter() - compile_start
+    if writer is not None:
+        writer.write(start_step, {"compile_seconds": compile_seconds})
+
+    pending: tuple[int, dict] | None = None
+    batch = first_batch
+    step = start_step
+    train_start = time.perf_counter()
+    window_start, window_steps = train_start, 0
+    bar = tqdm(
+        total=num_steps,
+        initial=start_step,
+        desc=description,
+        dynamic_ncols=True,
+        disable=jax.process_index() != 0,
+    )
+    with _stop_on_sigterm() as stop:
+        while step < num_steps:
+            if profile and step == profile[0]:
+                jax.profiler.start_trace(profile_dir)
+            state, metrics = compiled(state, batch)
+            step += 1
+            window_steps += 1
+            if profile and step == profile[1] + 1:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+            # Read back the previous step's metrics while this one runs.
+            if pending is not None:
+                _report(
+                    pending, writer, bar, log_every, window_start, window_steps, examples_per_step
+                )
+                if pending[0] % log_every == 0:
+                    window_start, window_steps = time.perf_counter(), 0
+            pending = (step, metrics)
+            bar.update(1)
+            for every, hook in every_step_hooks:
+                if every > 0 and step % every == 0:
+                    scalars = hook(state)
+                    if scalars and writer is not None:
+                        writer.write(step, scalars)
+            # Save before drawing the next batch: the saved iterator position must
+            # match the saved state, so resume continues on the exact next batch.
+            if checkpointer is not None and checkpointer.due(step):
+                checkpointer.save(step, state, data_iterator)
+            out_of_time = max_seconds > 0 and time.perf_counter() - train_start >= max_seconds
+            if step >= num_steps or stop.is_set() or out_of_time:
+                break
+            batch = to_device(next(batches))
+        if pending is not None:
+            _report(pending, writer, bar, 1, window_start, window_steps, examples_per_step)
+        if checkpointer is not None:
+            checkpointer.save(step, state, data_iterator)
+            checkpointer.wait()
+        stopped_by_signal = stop.is_set()
+    bar.close()
+    return LoopResult(
+        state=state,
+        steps_run=step - start_step,
+        compile_seconds=compile_seconds,
+        train_seconds=time.perf_counter() - train_start,
+        stopped_by_signal=stopped_by_signal,
+    )
+
+
+def _report(pending, writer, bar, log_every, window_start, window_steps, examples_per_step):
+    step, metrics = pending
+    loss = float(jax.device_get(metrics["loss"]))
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"non-finite loss {loss} at step {step}; stopping the run")
+    if step % log_every:
+        return
+    host = {name: np.asarray(value) for name, value in jax.device_get(metrics).items()}
+    elapsed = max(time.perf_counter() - window_start, 1e-9)
+    steps_per_second = window_steps / elapsed
+    host["steps_per_second"] = steps_per_second
+    if examples_per_step:
+        host["examples_per_second"] = steps_per_second * examples_per_step
+    bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{steps_per_second:.2f}")
+    if writer is not None:
+        writer.write(step, host)

@@ -1,0 +1,37 @@
+"""Optimizer and learning-rate schedule from config (optax)."""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+    """Linear warmup to `optim.lr`, then cosine decay to `optim.lr * optim.min_lr_ratio`."""
+    warmup = max(int(optim.warmup_steps), 0)
+    decay_steps = max(num_steps - warmup, 1)
+    cosine = optax.cosine_decay_schedule(
+        init_value=optim.lr, decay_steps=decay_steps, alpha=optim.get("min_lr_ratio", 0.1)
+    )
+    if warmup == 0:
+        return cosine
+    ramp = optax.linear_schedule(0.0, optim.lr, warmup)
+    return optax.join_schedules([ramp, cosine], boundaries=[warmup])
+
+
+def make_optimizer(
+    optim: ml_collections.ConfigDict, num_steps: int
+) -> optax.GradientTransformation:
+    """Gradient clipping by global norm (when `optim.clip_norm > 0`) followed by the optimizer."""
+    schedule = learning_rate_schedule(optim, num_steps)
+    if optim.name == "adamw":
+        core = optax.adamw(
+            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay
+        )
+    elif optim.name == "adam":
+        core = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
+    else:  # "sgd"; the name was validated with the rest of the config
+        core = optax.sgd(schedule, momentum=optim.b1)
+    if optim.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(optim.clip_norm), core)
+    return core

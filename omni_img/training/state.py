@@ -1,0 +1,90 @@
+"""The training state: one pytree, created directly in its sharded layout.
+
+`create_sharded_state` follows the standard recipe: trace the initialiser with
+`jax.eval_shape` (no memory), read the logical partition specs the model declared,
+map them to mesh shardings with the config's rules, and run the initialiser under
+`jax.jit(..., out_shardings=...)`, so with fsdp > 1 no device ever holds a full,
+unsharded copy of the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from omni_img.sharding import mesh_context
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: no hidden Python-side state."""
+
+    step: jax.Array  # int32 scalar: optimizer updates applied so far
+    params: PyTree
+    opt_state: PyTree
+    ema_params: PyTree
+    rng: jax.Array  # uint32[2]: split once per step
+
+
+def _init_boxed_state(
+    init_params: Callable[[jax.Array], PyTree], tx: optax.GradientTransformation, rng: jax.Array
+) -> TrainState:
+    """The state with params still wrapped in their logical-partitioning boxes."""
+    params_rng, state_rng = jax.random.split(rng)
+    params = init_params(params_rng)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        ema_params=jax.tree.map(lambda x: x, params),
+        rng=state_rng,
+    )
+
+
+def state_shardings(
+    init_params: Callable[[jax.Array], PyTree],
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules,
+) -> tuple[TrainState, TrainState]:
+    """(abstract unboxed state, NamedSharding tree) for the state `init_params` builds."""
+    boxed = jax.eval_shape(
+        lambda rng: _init_boxed_state(init_params, tx, rng), jax.random.PRNGKey(0)
+    )
+    specs = nn.get_partition_spec(boxed)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+    abstract = jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        nn.unbox(boxed),
+        shardings,
+    )
+    return abstract, shardings
+
+
+def create_sharded_state(
+    init_params: Callable[[jax.Array], PyTree],
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules,
+    seed: int,
+) -> TrainState:
+    """Initialise the state straight into its shardings.
+
+    `init_params(rng)` returns the model's (possibly logically boxed) params.
+    """
+    _, shardings = state_shardings(init_params, tx, mesh, rules)
+
+    def init(rng):
+        return nn.unbox(_init_boxed_state(init_params, tx, rng))
+
+    with mesh_context(mesh, rules):
+        return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
