@@ -99,7 +99,8 @@ def validate_config(
         )
     if micro_batch % num_processes:
         raise UserError(
-            f"config.batch_size={config.batch_size} is not divisible by the {num_processes} processes"
+            f"config.batch_size={config.batch_size} is not divisible by "
+            f"the {num_processes} processes"
         )
     parse_profile_steps(config.profile_steps)
     if workdir is not None:

@@ -55,7 +55,7 @@ class VectorQuantizer(nn.Module):
         return z, codebook, jnp.einsum("bhwd,kd->bhwk", z, codebook)
 
     def __call__(self, z_BxHxWxD):
-        """Returns (quantised latents with straight-through gradients, ids BxHxW, aux loss, stats)."""
+        """Returns (quantised latents, straight-through; ids BxHxW; aux loss)."""
         z, codebook, sim_BxHxWxK = self._similarity(z_BxHxWxD)
         ids_BxHxW = jnp.argmax(sim_BxHxWxK, axis=-1)
         q = codebook[ids_BxHxW]
