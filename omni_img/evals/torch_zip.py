@@ -1,0 +1,265 @@
+"""Read tensors out of PyTorch files with NumPy only: no torch, no plain `pickle.load`.
+
+Three layouts are understood:
+- a torch zip checkpoint (`torch.save`, torch >= 1.6): `<root>/data.pkl` plus one raw
+  storage per tensor under `<root>/data/<key>`;
+- a TorchScript archive (`torch.jit.save`): the same zip layout, whose `data.pkl` rebuilds
+  `__torch__.*` module objects that hold the tensors as attributes;
+- the legacy `torch.save` stream (torch < 1.6): magic number, protocol, system info, the
+  object pickle, the storage keys, then each storage as an int64 element count and bytes.
+
+Pickles are code: a `__reduce__` payload runs on `pickle.load`. The unpickler here only
+resolves the handful of globals that rebuild tensors and containers; any other global
+(`os.system`, `builtins.eval`, ...) is refused before it can be called, with
+`UnsafePickleError` naming it. `__torch__.*` classes become inert `ScriptObject`s that
+only store the state the pickle hands them.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any, BinaryIO
+
+import numpy as np
+
+try:  # ml_dtypes ships with jax; only needed for bfloat16 tensors.
+    import ml_dtypes
+
+    _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    _BFLOAT16 = None
+
+_STORAGE_DTYPES: dict[str, np.dtype | None] = {
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "HalfStorage": np.dtype("<f2"),
+    "BFloat16Storage": _BFLOAT16,
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
+}
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle asked for something other than tensors and plain containers."""
+
+
+class ScriptObject:
+    """Inert stand-in for a `__torch__.*` TorchScript class: it only keeps its state."""
+
+    def __init__(self, *args: Any) -> None:
+        del args
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["_state"] = state
+
+
+class _StorageType:
+    """Marker for `torch.FloatStorage` & co: only its element dtype matters."""
+
+    def __init__(self, name: str) -> None:
+        if name not in _STORAGE_DTYPES or _STORAGE_DTYPES[name] is None:
+            raise UnsafePickleError(f"unsupported tensor storage type torch.{name}")
+        self.name = name
+        self.dtype: np.dtype = _STORAGE_DTYPES[name]  # type: ignore[assignment]
+
+
+def _rebuild_tensor(storage, offset, size, stride, *rest):
+    """`torch._utils._rebuild_tensor_v2`: a strided view of a flat storage, copied out."""
+    del rest  # requires_grad, backward hooks, metadata: irrelevant for inference.
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        raise UnsafePickleError("tensor rebuilt from something that is not a storage")
+    if size and any(s < 0 for s in stride):
+        raise UnsafePickleError("negative tensor stride")
+    extent = 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
+    if any(n == 0 for n in size):
+        return np.zeros(size, storage.dtype)
+    if offset < 0 or offset + extent > storage.size:
+        raise UnsafePickleError("tensor view runs past the end of its storage")
+    item = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=size, strides=tuple(s * item for s in stride)
+    )
+    return np.array(view)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
+    del requires_grad, backward_hooks, rest
+    return data
+
+
+def _skip(*args):
+    del args
+
+
+def _build_list(values):
+    return list(values)
+
+
+def _ordered_dict(*args):
+    return collections.OrderedDict(*args)
+
+
+# (module, name) -> what the unpickler hands back. Everything else is refused.
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("torch.jit._pickle", "build_intlist"): _build_list,
+    ("torch.jit._pickle", "build_doublelist"): _build_list,
+    ("torch.jit._pickle", "build_boollist"): _build_list,
+    ("torch.jit._pickle", "build_tensorlist"): _build_list,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only tensor-rebuilding globals; storages come from `load_storage`."""
+
+    def __init__(self, file: BinaryIO, load_storage, source: str, rebuild: bool = True) -> None:
+        super().__init__(file)
+        self._load_storage = load_storage
+        self._source = source
+        self._rebuild = rebuild
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            found = _SAFE_GLOBALS[(module, name)]
+            if not self._rebuild and found in (_rebuild_tensor, _rebuild_parameter):
+                return _skip
+            return found
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        if module.startswith("__torch__.") or module == "__torch__":
+            return type(name, (ScriptObject,), {"__module__": module})
+        raise UnsafePickleError(
+            f"{self._source}: refusing to load global {module}.{name}: only tensors and "
+            "plain containers may appear in a weights file (is it a tampered pickle?)"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            raise UnsafePickleError(f"{self._source}: unexpected persistent id {pid!r:.80}")
+        storage_type, key = pid[1], str(pid[2])
+        if not isinstance(storage_type, _StorageType):
+            raise UnsafePickleError(f"{self._source}: storage of unknown type {storage_type!r}")
+        storage = self._load_storage(key, storage_type.dtype)
+        view = pid[5] if len(pid) > 5 else None  # legacy: (view_key, offset, size)
+        if view is not None and storage is not None:
+            _, offset, view_size = view
+            storage = storage[int(offset) : int(offset) + int(view_size)]
+        return storage
+
+
+def _unpickle(data: bytes, load_storage, source: str) -> Any:
+    return _RestrictedUnpickler(io.BytesIO(data), load_storage, source).load()
+
+
+def _load_zip(path: str) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if not pkl:
+            raise ValueError(f"{path}: a zip without <root>/data.pkl is not a torch file")
+        root = pkl[0].split("/")[0]
+        byteorder = f"{root}/byteorder"
+        if byteorder in names and archive.read(byteorder).strip() != b"little":
+            raise ValueError(f"{path}: big-endian torch files are not supported")
+        cache: dict[str, np.ndarray] = {}
+
+        def load_storage(key: str, dtype: np.dtype) -> np.ndarray:
+            if key not in cache:
+                raw = archive.read(f"{root}/data/{key}")
+                cache[key] = np.frombuffer(raw, dtype=dtype)
+            return cache[key]
+
+        return _unpickle(archive.read(pkl[0]), load_storage, os.path.basename(path))
+
+
+def _load_legacy(path: str) -> Any:
+    source = os.path.basename(path)
+    with open(path, "rb") as f:
+        header = [_unpickle_plain(f, source) for _ in range(3)]
+        if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
+            raise ValueError(f"{path}: not a torch checkpoint (no zip, no legacy magic)")
+        # The storages' bytes follow the object pickle and their element sizes are only
+        # named inside it: a first pass (tensors not rebuilt) collects the dtypes.
+        obj_start = f.tell()
+        dtypes: dict[str, np.dtype] = {}
+
+        def note_storage(key: str, dtype: np.dtype) -> None:
+            dtypes[key] = dtype
+
+        _RestrictedUnpickler(f, note_storage, source, rebuild=False).load()
+        keys = _unpickle_plain(f, source)
+        storages: dict[str, np.ndarray] = {}
+        for key in keys:
+            (count,) = struct.unpack("<q", f.read(8))
+            dtype = dtypes[str(key)]
+            data = f.read(count * dtype.itemsize)
+            if len(data) != count * dtype.itemsize:
+                raise ValueError(f"{path}: truncated storage {key}")
+            storages[str(key)] = np.frombuffer(data, dtype=dtype)
+        f.seek(obj_start)
+        return _RestrictedUnpickler(f, lambda key, dtype: storages[key], source).load()
+
+
+def _unpickle_plain(f: BinaryIO, source: str) -> Any:
+    """Header records of the legacy format: ints, dicts, lists — refused otherwise."""
+
+    def no_storage(key, dtype):
+        raise UnsafePickleError(f"{source}: unexpected storage in a header record")
+
+    return _RestrictedUnpickler(f, no_storage, source).load()
+
+
+def load(path: str | os.PathLike) -> Any:
+    """Load a torch file's object tree with tensors as NumPy arrays (never runs its code).
+
+    Raises `UnsafePickleError` for a pickle that names any global besides tensor and
+    container rebuilders, `ValueError` for a file that is not a torch file.
+    """
+    path = os.fspath(path)
+    if zipfile.is_zipfile(path):
+        return _load_zip(path)
+    return _load_legacy(path)
+
+
+def flatten_tensors(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Dotted-name -> array for every tensor in a loaded tree (dicts, lists, ScriptObjects).
+
+    A TorchScript module's attributes become `net.layers.conv.weight`-style names; a state
+    dict comes back unchanged.
+    """
+    out: dict[str, np.ndarray] = {}
+    if isinstance(tree, np.ndarray):
+        out[prefix.rstrip(".")] = tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(flatten_tensors(value, f"{prefix}{key}."))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            out.update(flatten_tensors(value, f"{prefix}{i}."))
+    elif isinstance(tree, ScriptObject):
+        out.update(flatten_tensors(vars(tree), prefix))
+    return out
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a torch checkpoint or TorchScript archive, by dotted name."""
+    return flatten_tensors(load(path))
