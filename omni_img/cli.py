@@ -17,6 +17,7 @@ from omni_img.errors import UserError
 # subcommand -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("omni_img.data.commands", "build the built-in dataset or ingest your own images"),
+    "train": ("omni_img.trainers.commands", "train one stage from an experiment config"),
 }
 
 
@@ -30,12 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
-        sub.set_defaults(_run=module.main)
+        sub.set_defaults(
+            _run=module.main,
+            _accepts_overrides=getattr(module, "ACCEPTS_CONFIG_OVERRIDES", False),
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Commands that take `--config.key=value` overrides receive the unparsed rest.
+    if getattr(args, "_accepts_overrides", False):
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except UserError as error:

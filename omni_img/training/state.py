@@ -9,6 +9,7 @@ unsharded copy of the parameters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omni_img.sharding import mesh_context
 
@@ -62,6 +63,7 @@ def state_shardings(
     )
     specs = nn.get_partition_spec(boxed)
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+    shardings = jax.tree.map(_shardable, nn.unbox(boxed), shardings)
     abstract = jax.tree.map(
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         nn.unbox(boxed),
@@ -88,3 +90,19 @@ def create_sharded_state(
 
     with mesh_context(mesh, rules):
         return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
+
+
+def _shardable(leaf, sharding: NamedSharding) -> NamedSharding:
+    """Replicate the dimensions a rule would split unevenly (e.g. 3 RGB channels over 4).
+
+    Small layers at a model's edges rarely divide by the mesh; replicating them costs
+    little, and it keeps every rule table valid for every model.
+    """
+    spec = list(sharding.spec) + [None] * (len(leaf.shape) - len(sharding.spec))
+    for dim, axes in enumerate(spec):
+        if axes is None:
+            continue
+        names = axes if isinstance(axes, tuple) else (axes,)
+        if leaf.shape[dim] % math.prod(sharding.mesh.shape[name] for name in names):
+            spec[dim] = None
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec))

@@ -1,0 +1,36 @@
+"""`omni-img train`: run the trainer of the stage a config names."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from omni_img.errors import UserError
+
+# config.stage -> module with `train(config, workdir) -> report`
+TRAINERS = {
+    "tokenizer": "omni_img.trainers.tokenizer",
+}
+
+ACCEPTS_CONFIG_OVERRIDES = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiments/NAME.py[:arg]")
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics and samples go here")
+    parser.epilog = "Any config key can be overridden: --config.optim.lr=3e-4"
+
+
+def main(args: argparse.Namespace) -> int:
+    from omni_img.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    if config.get("stage") not in TRAINERS:
+        raise UserError(
+            f"config.stage={config.get('stage')!r} has no trainer; stages: {sorted(TRAINERS)}"
+        )
+    trainer = importlib.import_module(TRAINERS[config.stage])
+    report = trainer.train(config, args.workdir)
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float))
+    print(f"{config.stage} done: {summary}")
+    return 0

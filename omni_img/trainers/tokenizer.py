@@ -1,0 +1,226 @@
+"""Trainer of the VQ tokenizer stage: images -> tokens -> images.
+
+    omni-img train --config experiments/tokenizer_tiny.py --workdir runs/tokenizer_tiny
+
+Read top to bottom: Mesh -> Data -> Model -> Shard -> Step -> Restore -> Loop -> Eval.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from omni_img.config import validate_config
+from omni_img.config.defaults import rules_from_config
+from omni_img.evals.images import psnr, save_grid
+from omni_img.models.quantizers import code_statistics
+from omni_img.models.tokenizer import Tokenizer, tokenizer_spec_from_config
+from omni_img.sharding import make_mesh, mesh_context
+from omni_img.training.checkpoint import Checkpointer, restore_initial_state
+from omni_img.training.data import batch_shardings, make_train_iterator, to_global_batch
+from omni_img.training.loop import run_loop
+from omni_img.training.metrics import MetricsWriter
+from omni_img.training.optim import learning_rate_schedule, make_optimizer
+from omni_img.training.sources import open_split
+from omni_img.training.state import create_sharded_state, state_shardings
+from omni_img.training.step import jit_train_step
+
+
+def image_to_float(images_uint8: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1] (done on device: batches travel as uint8)."""
+    return images_uint8.astype(jnp.float32) / 127.5 - 1.0
+
+
+def tokenizer_loss(params, batch, rng, *, model: Tokenizer, loss_weights):
+    """Reconstruction (L1 + L2) plus the quantizer's loss. Returns (loss, metrics)."""
+    del rng  # the tokenizer's loss is deterministic
+    images = image_to_float(batch["image"])
+    reconstruction, ids, quantizer_loss = model.apply({"params": params}, images)
+    l1 = jnp.mean(jnp.abs(reconstruction - images))
+    l2 = jnp.mean(jnp.square(reconstruction - images))
+    loss = loss_weights.l1 * l1 + loss_weights.l2 * l2 + quantizer_loss
+    usage, perplexity = code_statistics(ids, model.spec.num_codes)
+    # PSNR of the batch on the [0, 1] scale: the images span 2 units in [-1, 1].
+    psnr_db = -10.0 * jnp.log10(l2 / 4.0)
+    metrics = {
+        # Sum of the batch's pixels: a fingerprint of which examples were read, so a
+        # resumed run's metrics show it continued on the exact next batch.
+        "input_checksum": jnp.sum(batch["image"].astype(jnp.int32)).astype(jnp.float32),
+        "l1": l1,
+        "l2": l2,
+        "quantizer_loss": quantizer_loss,
+        "psnr": psnr_db,
+        "batch_code_usage": usage,
+        "batch_perplexity": perplexity,
+    }
+    return loss, metrics
+
+
+def image_example(record) -> dict[str, np.ndarray]:
+    return {"image": np.asarray(record["image"], np.uint8)}
+
+
+def build_model(config: ml_collections.ConfigDict) -> Tokenizer:
+    dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+    return Tokenizer(tokenizer_spec_from_config(config.model), dtype=dtype)
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    train_source=None,
+    eval_source=None,
+) -> dict:
+    """Train the tokenizer; returns the final evaluation report (also written to workdir)."""
+    # ---------------------------------------------------------------- Mesh
+    validate_config(config, jax.device_count(), jax.process_count(), workdir)
+    mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config)
+    workdir_path = pathlib.Path(workdir)
+    workdir_path.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- Data
+    if train_source is None:
+        train_source = open_split(config.data, config.data.train_split)
+    data_iterator = make_train_iterator(
+        train_source,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        transform=image_example,
+        worker_count=config.data.worker_count,
+    )
+
+    # ---------------------------------------------------------------- Model
+    model = build_model(config)
+    size = config.model.image_size
+    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+
+    def init_params(rng):
+        return model.init(rng, dummy)["params"]
+
+    # ---------------------------------------------------------------- Shard
+    tx = make_optimizer(config.optim, config.num_steps)
+    schedule = learning_rate_schedule(config.optim, config.num_steps)
+    abstract_state, shardings = state_shardings(init_params, tx, mesh, rules)
+    example_batch = {"image": np.zeros((config.batch_size, size, size, 3), np.uint8)}
+
+    # ---------------------------------------------------------------- Step
+    loss_fn = functools.partial(tokenizer_loss, model=model, loss_weights=config.loss)
+    step_fn = jit_train_step(
+        loss_fn, tx, schedule, config, mesh, shardings, batch_shardings(example_batch, mesh)
+    )
+
+    # ---------------------------------------------------------------- Restore
+    checkpointer = Checkpointer(workdir_path, config.checkpoint)
+    state, origin = restore_initial_state(
+        checkpointer,
+        config,
+        abstract_state,
+        lambda: create_sharded_state(init_params, tx, mesh, rules, config.seed),
+        data_iterator,
+    )
+    print(f"tokenizer: {origin}; mesh {dict(mesh.shape)}", flush=True)
+
+    # ---------------------------------------------------------------- Loop
+    writer = MetricsWriter(workdir_path)
+    with mesh_context(mesh, rules):
+        result = run_loop(
+            state=state,
+            step_fn=step_fn,
+            batches=data_iterator,
+            to_device=lambda batch: to_global_batch(batch, mesh),
+            num_steps=config.num_steps,
+            checkpointer=checkpointer,
+            data_iterator=data_iterator,
+            writer=writer,
+            log_every=config.log_every,
+            examples_per_step=config.batch_size,
+            profile_steps=config.profile_steps,
+            profile_dir=str(workdir_path / "profile"),
+            max_seconds=config.max_minutes * 60.0,
+            description="tokenizer",
+        )
+    checkpointer.close()
+
+    # ---------------------------------------------------------------- Eval
+    if eval_source is None:
+        eval_source = open_split(config.data, config.data.eval_split)
+    report = evaluate(model, result.state.ema_params, eval_source, config, workdir_path)
+    report.update(
+        steps=int(jax.device_get(result.state.step)),
+        compile_seconds=round(result.compile_seconds, 2),
+        train_seconds=round(result.train_seconds, 2),
+    )
+    writer.write(
+        report["steps"], {f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))}
+    )
+    writer.close()
+    if jax.process_index() == 0:
+        (workdir_path / "tokenizer_eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def reconstruct_fn(model: Tokenizer):
+    """jit(params, images uint8) -> (reconstruction uint8, ids)."""
+
+    @jax.jit
+    def reconstruct(params, images_uint8):
+        reconstruction, ids, _ = model.apply({"params": params}, image_to_float(images_uint8))
+        uint8 = jnp.clip(jnp.round((reconstruction + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+        return uint8, ids
+
+    return reconstruct
+
+
+def evaluate(model, params, source, config, workdir: pathlib.Path) -> dict:
+    """PSNR per task, codebook usage and perplexity on `config.eval.num_examples` records,
+    and a grid PNG of originals (odd rows) over reconstructions (even rows)."""
+    params = jax.device_get(nn.unbox(params))
+    reconstruct = reconstruct_fn(model)
+    count = min(int(config.eval.num_examples), len(source))
+    batch_size = int(config.eval.batch_size)
+    originals, reconstructions, all_ids, tasks = [], [], [], []
+    for start in range(0, count, batch_size):
+        records = [source[i] for i in range(start, min(start + batch_size, count))]
+        images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+        recon, ids = jax.device_get(reconstruct(params, images))
+        originals.append(images)
+        reconstructions.append(recon)
+        all_ids.append(ids)
+        tasks.extend(_task_name(r) for r in records)
+    originals = np.concatenate(originals)
+    reconstructions = np.concatenate(reconstructions)
+    ids = np.concatenate(all_ids)
+    per_image = psnr(originals, reconstructions)
+    counts = np.bincount(ids.reshape(-1), minlength=model.spec.num_codes)
+    probs = counts / counts.sum()
+    report = {
+        "eval_examples": int(count),
+        "psnr": float(np.mean(per_image)),
+        "code_usage": float(np.mean(counts > 0)),
+        "perplexity": float(np.exp(-np.sum(probs[probs > 0] * np.log(probs[probs > 0])))),
+    }
+    tasks_array = np.asarray(tasks)
+    for task in sorted(set(tasks)):
+        report[f"psnr_{task}"] = float(np.mean(per_image[tasks_array == task]))
+    pairs = []
+    for start in range(0, min(count, 32), 8):
+        pairs.extend([originals[start : start + 8], reconstructions[start : start + 8]])
+    grid_path = workdir / "tokenizer_reconstructions.png"
+    if jax.process_index() == 0:
+        save_grid(np.concatenate(pairs), grid_path, columns=8)
+    report["grid"] = str(grid_path)
+    return report
+
+
+def _task_name(record) -> str:
+    task = record.get("task", "image") if hasattr(record, "get") else "image"
+    return task.decode() if isinstance(task, bytes) else str(task)
