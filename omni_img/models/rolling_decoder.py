@@ -1,0 +1,556 @@
+"""Rolling band-wise diffusion decoder: the band denoiser and its training loss.
+
+The H×W image is cut into N horizontal bands of H/N rows. A model call denoises a
+*window* of n consecutive bands at once, each at its own noise level. Every band sees:
+its noisy pixels (patchified, p×p patches → tokens), its noise level, its band index,
+the visual tokens of the VQ grid (own embedding table, 2-D positions aligned with the
+pixel patches), the text embeddings E with their padding mask, and the clean bands
+above it through attention over their keys and values.
+
+Diffusion: rectified flow. x_t = (1 − t)·x0 + t·ε with t ∈ [0, 1] (t = 1 is pure noise);
+the network predicts the velocity v = ε − x0, and a sampler integrates dx/dt = v from
+t = 1 to t = 0 (Euler: x_{t−Δ} = x_t − Δ·v̂).
+
+Attention structure (this is what makes caching, rolling and streaming exact):
+- Self-attention is band-causal: a token of band g attends to the tokens of bands ≤ g.
+  So a finished band's keys/values depend only on itself and the bands above it; they
+  are computed once with the band clean (t = 0) and cached, and later bands attend to
+  them (seamless stitching). During training the whole image is one call: the clean
+  bands above the noisy one are the context, computed in the same pass.
+- Cross-attention to the memory [visual tokens; text] is band-local-causal in the token
+  rows: band g attends to token rows < `cfg.rows_needed(g)` (the rows covering it plus
+  `lookahead_rows`), in training and in sampling alike. A streaming sampler can thus start
+  band g before later token rows exist and gets the same image as a non-streamed one.
+
+Shape letters: B batch, N bands in the image, n bands in one call, R band height in
+pixels, W image width, P patch tokens per band, L = n·P tokens in a call, C = N·P cached
+tokens, T = h·w visual tokens, S text length, M = T + S memory tokens, D model width,
+E text width, H heads, K head dim, F = p·p·3 features of one patch, Y layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from omni_img.errors import UserError
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class RollingDecoderConfig:
+    """Hyperparameters of the rolling decoder (model and sampler).
+
+    The default is the tiny CPU model: 64×64 images, 4 bands of 16 rows, 8×8 token grid,
+    width 128. Band height is derived: image_height / num_bands.
+    """
+
+    image_height: int = 64
+    image_width: int = 64
+    num_bands: int = 4  # N
+    steps_per_band: int = 8  # K: denoising steps every band gets, in both sampling modes
+    window: int = 2  # W: bands denoised at once in rolling mode; must divide K
+    patch_size: int = 4
+    token_rows: int = 8  # h of the VQ token grid
+    token_cols: int = 8  # w
+    codebook_size: int = 1000
+    text_dim: int = 128  # E
+    dim: int = 128  # D
+    num_layers: int = 2
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    lookahead_rows: int = 1  # token rows below a band's cover that it may attend to
+    rolling_train_prob: float = 0.5  # share of training examples drawn as a rolling window
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @property
+    def band_height(self) -> int:
+        return self.image_height // self.num_bands
+
+    @property
+    def patches_per_band(self) -> int:
+        return (self.band_height // self.patch_size) * (self.image_width // self.patch_size)
+
+    @property
+    def patch_features(self) -> int:
+        return self.patch_size * self.patch_size * 3
+
+    def rows_needed(self, band: int) -> int:
+        """Token rows band `band` attends to: the rows covering it plus the look-ahead."""
+        cover = -(-(band + 1) * self.token_rows // self.num_bands)  # ceil((g+1)·h/N)
+        return min(self.token_rows, cover + self.lookahead_rows)
+
+    def validate(self) -> RollingDecoderConfig:
+        """Raises UserError naming the bad key; returns self."""
+        positive = (
+            "image_height image_width num_bands steps_per_band window patch_size token_rows "
+            "token_cols codebook_size text_dim dim num_layers num_heads mlp_ratio"
+        ).split()
+        for key in positive:
+            if int(getattr(self, key)) < 1:
+                raise UserError(f"rolling decoder: {key} must be ≥ 1, got {getattr(self, key)}")
+        if self.image_height % self.num_bands:
+            raise UserError(
+                f"rolling decoder: num_bands={self.num_bands} does not divide "
+                f"image_height={self.image_height}"
+            )
+        if self.band_height % self.patch_size or self.image_width % self.patch_size:
+            raise UserError(
+                f"rolling decoder: patch_size={self.patch_size} does not divide the band "
+                f"({self.band_height}×{self.image_width} px)"
+            )
+        if self.steps_per_band % self.window:
+            raise UserError(
+                f"rolling decoder: window={self.window} does not divide "
+                f"steps_per_band={self.steps_per_band}"
+            )
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+            raise UserError(
+                f"rolling decoder: dim={self.dim} must split into num_heads={self.num_heads} "
+                "heads of even size"
+            )
+        if self.dim % 4:
+            raise UserError(f"rolling decoder: dim={self.dim} must be a multiple of 4")
+        if self.lookahead_rows < 0:
+            raise UserError("rolling decoder: lookahead_rows must be ≥ 0")
+        if not 0.0 <= self.rolling_train_prob <= 1.0:
+            raise UserError("rolling decoder: rolling_train_prob must lie in [0, 1]")
+        for key in ("dtype", "param_dtype"):
+            if getattr(self, key) not in ("float32", "bfloat16", "float16"):
+                raise UserError(f"rolling decoder: unknown {key} {getattr(self, key)!r}")
+        return self
+
+
+def rolling_decoder_config(cfg: RollingDecoderConfig | Mapping[str, Any] | None = None,
+                           **overrides: Any) -> RollingDecoderConfig:
+    """Builds a validated config from a dataclass, a mapping or ConfigDict, plus overrides.
+
+    Unknown keys raise UserError naming the key.
+    """
+    if cfg is None:
+        values: dict[str, Any] = {}
+    elif isinstance(cfg, RollingDecoderConfig):
+        values = dataclasses.asdict(cfg)
+    else:
+        values = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(RollingDecoderConfig)}
+    for key in values:
+        if key not in known:
+            raise UserError(f"rolling decoder: unknown config key {key!r}")
+    return RollingDecoderConfig(**values).validate()
+
+
+def make_rolling_decoder(cfg: RollingDecoderConfig | Mapping[str, Any] | None = None,
+                         **overrides: Any) -> RollingDecoder:
+    """The Flax module for a (validated) config."""
+    return RollingDecoder(cfg=rolling_decoder_config(cfg, **overrides))
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def image_to_bands(x_BxHxWx3: Array, num_bands: int) -> Array:
+    """(B, H, W, 3) → (B, N, R, W, 3) with R = H / N."""
+    b, h, w, c = x_BxHxWx3.shape
+    return x_BxHxWx3.reshape(b, num_bands, h // num_bands, w, c)
+
+
+def bands_to_image(x_BxNxRxWx3: Array) -> Array:
+    """(B, N, R, W, 3) → (B, N·R, W, 3)."""
+    b, n, r, w, c = x_BxNxRxWx3.shape
+    return x_BxNxRxWx3.reshape(b, n * r, w, c)
+
+
+def patchify(x_BxnxRxWx3: Array, p: int) -> Array:
+    """(B, n, R, W, 3) → (B, n·P, F); patches row-major inside a band."""
+    b, n, r, w, c = x_BxnxRxWx3.shape
+    x = x_BxnxRxWx3.reshape(b, n, r // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, n * (r // p) * (w // p), p * p * c)
+
+
+def unpatchify(x_BxLxF: Array, n: int, r: int, w: int, p: int) -> Array:
+    """Inverse of `patchify`: (B, n·P, F) → (B, n, R, W, 3)."""
+    b = x_BxLxF.shape[0]
+    x = x_BxLxF.reshape(b, n, r // p, w // p, p, p, 3)
+    x = x.transpose(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, n, r, w, 3)
+
+
+def sincos_2d(y: np.ndarray, x: np.ndarray, dim: int) -> np.ndarray:
+    """2-D sinusoidal embedding of pixel coordinates: (Q,), (Q,) → (Q, dim).
+
+    Patches and visual tokens both use pixel-centre coordinates, so a patch and the
+    token that covers it get nearby embeddings.
+    """
+    quarter = dim // 4
+    freqs = 1.0 / (10_000.0 ** (np.arange(quarter) / quarter))
+    ay, ax = y[:, None] * freqs, x[:, None] * freqs
+    return np.concatenate([np.sin(ay), np.cos(ay), np.sin(ax), np.cos(ax)], 1).astype(np.float32)
+
+
+def timestep_embedding(t: Array, dim: int) -> Array:
+    """Sinusoidal embedding of noise levels t ∈ [0, 1]: (...,) → (..., dim)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / half)
+    a = (t[..., None] * 1000.0) * freqs
+    return jnp.concatenate([jnp.sin(a), jnp.cos(a)], -1)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _dense(features, axes, name, *, cfg, zero=False, axis=-1):
+    """DenseGeneral with logical axis names on kernel and bias (bias: the output axes)."""
+    init = nn.initializers.zeros_init() if zero else nn.initializers.lecun_normal()
+    n_out = len(features) if isinstance(features, tuple) else 1
+    return nn.DenseGeneral(
+        features,
+        axis=axis,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nn.with_logical_partitioning(init, axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-n_out:]),
+        name=name,
+    )
+
+
+def _norm(name, *, cfg, affine=True):
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        use_bias=affine,
+        use_scale=affine,
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+        name=name,
+    )
+
+
+def _constrain_tokens(x_BxLxD: Array) -> Array:
+    return nn.with_logical_constraint(x_BxLxD, ("act_batch", "act_length", "act_embed"))
+
+
+def _constrain_heads(x_BxLxHxK: Array) -> Array:
+    return nn.with_logical_constraint(x_BxLxHxK, ("act_batch", "act_length", "act_heads", None))
+
+
+def attend(q_BxLxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_BxLxS: Array) -> Array:
+    """Masked softmax attention, softmax in float32. Returns (B, L, H, K).
+
+    Masked logits get a large negative value (not −inf), so the weights of masked keys
+    are exactly 0 and a row can never turn into NaN.
+    """
+    scale = 1.0 / math.sqrt(q_BxLxHxK.shape[-1])
+    logits_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK).astype(jnp.float32)
+    logits_BxHxLxS = jnp.where(mask_BxLxS[:, None], logits_BxHxLxS * scale, -1e30)
+    w_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(v_BxSxHxK.dtype)
+    return jnp.einsum("bhls,bshk->blhk", w_BxHxLxS, v_BxSxHxK)
+
+
+class BandBlock(nn.Module):
+    """Pre-norm block: band-causal self-attention (+ cached K/V of clean bands above),
+    cross-attention to [visual tokens; text], MLP. Self-attention and MLP are modulated
+    by the noise level of each token's band (adaLN, zero-initialised gates)."""
+
+    cfg: RollingDecoderConfig
+
+    def setup(self):
+        c, d, h = self.cfg, self.cfg.dim, self.cfg.num_heads
+        k = d // h
+        self.ada = _dense(6 * d, ("embed", "mlp"), "ada", cfg=c, zero=True)
+        self.norm_self = _norm("norm_self", cfg=c, affine=False)
+        self.qkv = _dense((3, h, k), ("embed", None, "heads", "head_dim"), "qkv", cfg=c)
+        self.out_self = _dense(d, ("heads", "head_dim", "embed"), "out_self", cfg=c,
+                               axis=(-2, -1))
+        self.norm_cross = _norm("norm_cross", cfg=c)
+        self.q_cross = _dense((h, k), ("embed", "heads", "head_dim"), "q_cross", cfg=c)
+        self.kv_cross = _dense((2, h, k), ("embed", None, "heads", "head_dim"), "kv_cross", cfg=c)
+        self.out_cross = _dense(d, ("heads", "head_dim", "embed"), "out_cross", cfg=c,
+                                axis=(-2, -1))
+        self.norm_mlp = _norm("norm_mlp", cfg=c, affine=False)
+        self.mlp_in = _dense(c.mlp_ratio * d, ("embed", "mlp"), "mlp_in", cfg=c)
+        self.mlp_out = _dense(d, ("mlp", "embed"), "mlp_out", cfg=c)
+
+    def memory_kv(self, mem_BxMxD: Array) -> tuple[Array, Array]:
+        """Cross-attention keys and values of the memory, (B, M, H, K) each."""
+        kv = self.kv_cross(mem_BxMxD)
+        return _constrain_heads(kv[:, :, 0]), _constrain_heads(kv[:, :, 1])
+
+    def __call__(self, x_BxLxD, temb_BxLxD, self_mask_BxLxS, cache_kv, mem_kv, cross_mask_BxLxM):
+        """One block. cache_kv: (k, v) of cached tokens (B, C, H, K) each, or None.
+
+        Returns the new tokens (B, L, D) and this call's self-attention (k, v), (B, L, H, K),
+        which the sampler caches for a band that has just become clean.
+        """
+        mods = jnp.split(self.ada(nn.silu(temb_BxLxD)), 6, axis=-1)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods
+
+        y = self.norm_self(x_BxLxD) * (1 + scale_a) + shift_a
+        qkv = self.qkv(y)
+        q, k_new, v_new = (_constrain_heads(qkv[:, :, i]) for i in range(3))
+        k, v = k_new, v_new
+        if cache_kv is not None:
+            k = jnp.concatenate([cache_kv[0], k_new], axis=1)
+            v = jnp.concatenate([cache_kv[1], v_new], axis=1)
+        x_BxLxD = x_BxLxD + gate_a * self.out_self(attend(q, k, v, self_mask_BxLxS))
+        x_BxLxD = _constrain_tokens(x_BxLxD)
+
+        q = _constrain_heads(self.q_cross(self.norm_cross(x_BxLxD)))
+        x_BxLxD = x_BxLxD + self.out_cross(attend(q, *mem_kv, cross_mask_BxLxM))
+        x_BxLxD = _constrain_tokens(x_BxLxD)
+
+        y = self.norm_mlp(x_BxLxD) * (1 + scale_m) + shift_m
+        h = nn.with_logical_constraint(nn.gelu(self.mlp_in(y)), ("act_batch", "act_length",
+                                                                  "act_mlp"))
+        x_BxLxD = _constrain_tokens(x_BxLxD + gate_m * self.mlp_out(h))
+        return x_BxLxD, (k_new, v_new)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What every band cross-attends to, encoded once per image.
+
+    k, v: (Y, B, M, H, K) per-layer keys/values of [visual tokens; text].
+    valid: (B, M) bool, False for text padding. The token-row limit per band is applied
+    by `denoise` from the static layout (`memory_rows`).
+    """
+
+    k: Array
+    v: Array
+    valid: Array
+
+
+jax.tree_util.register_dataclass(Memory, data_fields=["k", "v", "valid"], meta_fields=[])
+
+
+def memory_rows(cfg: RollingDecoderConfig, text_len: int) -> np.ndarray:
+    """Token row of each memory slot, (M,) int32; text slots get −1 (always visible)."""
+    rows = np.repeat(np.arange(cfg.token_rows), cfg.token_cols)
+    return np.concatenate([rows, -np.ones(text_len, np.int64)]).astype(np.int32)
+
+
+class RollingDecoder(nn.Module):
+    """Band denoiser. `__call__` is the training pass over all N bands; the sampler uses
+    `encode_memory` once per image and `denoise` once per step."""
+
+    cfg: RollingDecoderConfig
+
+    def setup(self):
+        c, d = self.cfg, self.cfg.dim
+        self.patch_in = _dense(d, ("conv_in", "embed"), "patch_in", cfg=c)
+        self.band_embed = nn.Embed(
+            c.num_bands, d, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                        (None, "embed")),
+            name="band_embed")
+        self.time_in = _dense(4 * d, (None, "mlp"), "time_in", cfg=c)
+        self.time_out = _dense(d, ("mlp", "embed"), "time_out", cfg=c)
+        self.token_embed = nn.Embed(
+            c.codebook_size, d, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                        ("vocab", "embed")),
+            name="token_embed")
+        self.text_proj = _dense(d, (None, "embed"), "text_proj", cfg=c)
+        self.memory_norm = _norm("memory_norm", cfg=c)
+        self.blocks = [BandBlock(c, name=f"block_{i}") for i in range(c.num_layers)]
+        self.final_ada = _dense(2 * d, ("embed", "mlp"), "final_ada", cfg=c, zero=True)
+        self.final_norm = _norm("final_norm", cfg=c, affine=False)
+        self.out = _dense(c.patch_features, ("embed", None), "out", cfg=c, zero=True)
+
+    # -- memory: visual tokens + text, once per image
+
+    def encode_memory(self, tokens_Bxhxw: Array, text_BxSxE: Array, text_mask_BxS: Array) -> Memory:
+        """Embeds the visual tokens (with 2-D positions) and the text; returns per-layer K/V."""
+        c = self.cfg
+        b = tokens_Bxhxw.shape[0]
+        tok_BxTxD = self.token_embed(tokens_Bxhxw.reshape(b, -1).astype(jnp.int32))
+        gy = (np.arange(c.token_rows) + 0.5) * (c.image_height / c.token_rows)
+        gx = (np.arange(c.token_cols) + 0.5) * (c.image_width / c.token_cols)
+        yy, xx = np.meshgrid(gy, gx, indexing="ij")
+        pos_TxD = sincos_2d(yy.ravel(), xx.ravel(), c.dim)
+        tok_BxTxD = tok_BxTxD + jnp.asarray(pos_TxD, tok_BxTxD.dtype)
+        txt_BxSxD = self.text_proj(text_BxSxE.astype(jnp.dtype(c.dtype)))
+        mem_BxMxD = _constrain_tokens(self.memory_norm(jnp.concatenate([tok_BxTxD, txt_BxSxD], 1)))
+        kvs = [blk.memory_kv(mem_BxMxD) for blk in self.blocks]
+        valid_BxM = jnp.concatenate(
+            [jnp.ones(tok_BxTxD.shape[:2], bool), text_mask_BxS.astype(bool)], axis=1)
+        return Memory(k=jnp.stack([kv[0] for kv in kvs]), v=jnp.stack([kv[1] for kv in kvs]),
+                      valid=valid_BxM)
+
+    # -- one denoising call over a window of bands
+
+    def denoise(self, x_BxnxRxWx3: Array, t_Bxn: Array, band_ids_n: Array, memory: Memory,
+                cache_kv: tuple[Array, Array] | None = None) -> tuple[Array, tuple[Array, Array]]:
+        """Predicts the velocity of n consecutive bands, each at its own noise level.
+
+        x: (B, n, R, W, 3) noisy pixels in [-1, 1]-ish; t: (B, n) noise levels (0 = clean);
+        band_ids: (n,) int32 consecutive band indices (dynamic values, static n);
+        cache_kv: per-layer (k, v) of all N bands, (Y, B, C, H, K) each, where the bands
+        above `band_ids[0]` hold the clean bands' keys/values; other slots are ignored.
+        Returns velocity (B, n, R, W, 3) and this call's per-layer (k, v), (Y, B, L, H, K).
+        """
+        c = self.cfg
+        b, n = x_BxnxRxWx3.shape[:2]
+        pr, pc = c.band_height // c.patch_size, c.image_width // c.patch_size
+        p_tok = pr * pc
+        band_ids_n = jnp.asarray(band_ids_n, jnp.int32)
+
+        # Patch tokens with absolute 2-D positions; the band index enters the row offset
+        # and a learned band embedding.
+        x_BxLxF = patchify(x_BxnxRxWx3.astype(jnp.dtype(c.dtype)), c.patch_size)
+        ys = (np.repeat(np.arange(pr), pc) + 0.5) * c.patch_size  # inside the band
+        xs = (np.tile(np.arange(pc), pr) + 0.5) * c.patch_size
+        y_nxP = band_ids_n[:, None].astype(jnp.float32) * c.band_height + ys[None]
+        pos_LxD = _sincos_2d_jnp(y_nxP.reshape(-1), jnp.tile(jnp.asarray(xs), n), c.dim)
+        h_BxLxD = self.patch_in(x_BxLxF) + pos_LxD.astype(x_BxLxF.dtype)
+        h_BxLxD = h_BxLxD + jnp.repeat(self.band_embed(band_ids_n), p_tok, axis=0)[None]
+        h_BxLxD = _constrain_tokens(h_BxLxD)
+
+        temb_BxnxD = self.time_out(nn.silu(self.time_in(timestep_embedding(t_Bxn, c.dim))))
+        temb_BxLxD = jnp.repeat(temb_BxnxD, p_tok, axis=1)
+
+        # Self-attention mask: band-causal within the call; cached bands strictly above
+        # the call's first band are visible to every query.
+        tok_band_L = jnp.repeat(band_ids_n, p_tok)
+        mask_LxL = tok_band_L[:, None] >= tok_band_L[None, :]
+        if cache_kv is not None:
+            cache_band_C = jnp.repeat(jnp.arange(c.num_bands, dtype=jnp.int32), p_tok)
+            mask_LxC = jnp.broadcast_to(cache_band_C[None] < band_ids_n[0],
+                                        (mask_LxL.shape[0], cache_band_C.shape[0]))
+            mask_LxS = jnp.concatenate([mask_LxC, mask_LxL], axis=1)
+        else:
+            mask_LxS = mask_LxL
+        mask_BxLxS = jnp.broadcast_to(mask_LxS[None], (b, *mask_LxS.shape))
+
+        # Cross-attention mask: token rows < rows_needed(band), text where not padding.
+        rows_M = jnp.asarray(memory_rows(c, memory.valid.shape[1] - c.token_rows * c.token_cols))
+        need_n = _rows_needed_jnp(c, band_ids_n)
+        need_L = jnp.repeat(need_n, p_tok)
+        cross_LxM = rows_M[None, :] < need_L[:, None]
+        cross_BxLxM = cross_LxM[None] & memory.valid[:, None, :]
+
+        ks, vs = [], []
+        for i, blk in enumerate(self.blocks):
+            layer_cache = None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i])
+            h_BxLxD, (k_new, v_new) = blk(h_BxLxD, temb_BxLxD, mask_BxLxS, layer_cache,
+                                          (memory.k[i], memory.v[i]), cross_BxLxM)
+            ks.append(k_new)
+            vs.append(v_new)
+
+        shift, scale = jnp.split(self.final_ada(nn.silu(temb_BxLxD)), 2, axis=-1)
+        y_BxLxF = self.out(self.final_norm(h_BxLxD) * (1 + scale) + shift)
+        v_BxnxRxWx3 = unpatchify(y_BxLxF.astype(jnp.float32), n, c.band_height,
+                                 c.image_width, c.patch_size)
+        return v_BxnxRxWx3, (jnp.stack(ks), jnp.stack(vs))
+
+    def __call__(self, x_BxNxRxWx3, t_BxN, tokens_Bxhxw, text_BxSxE, text_mask_BxS):
+        """Training pass: all N bands in one call, band-causal, no cache. (B, N, R, W, 3)."""
+        memory = self.encode_memory(tokens_Bxhxw, text_BxSxE, text_mask_BxS)
+        ids = jnp.arange(self.cfg.num_bands, dtype=jnp.int32)
+        return self.denoise(x_BxNxRxWx3, t_BxN, ids, memory)[0]
+
+
+def _sincos_2d_jnp(y_Q: Array, x_Q: Array, dim: int) -> Array:
+    """`sincos_2d` for traced coordinates (band ids are dynamic in the sampler)."""
+    quarter = dim // 4
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter) / quarter))
+    ay, ax = y_Q[:, None] * freqs, x_Q[:, None] * freqs
+    return jnp.concatenate([jnp.sin(ay), jnp.cos(ay), jnp.sin(ax), jnp.cos(ax)], 1)
+
+
+def _rows_needed_jnp(cfg: RollingDecoderConfig, band_ids: Array) -> Array:
+    cover = -((-(band_ids + 1) * cfg.token_rows) // cfg.num_bands)
+    return jnp.minimum(cfg.token_rows, cover + cfg.lookahead_rows)
+
+
+def init_rolling_decoder(cfg: RollingDecoderConfig, rng: Array, *, batch: int = 1,
+                         text_len: int = 8) -> Any:
+    """Initial params (boxed with logical axis names) from dummy inputs of the right shapes."""
+    model = RollingDecoder(cfg)
+    x = jnp.zeros((batch, cfg.num_bands, cfg.band_height, cfg.image_width, 3), jnp.float32)
+    t = jnp.zeros((batch, cfg.num_bands), jnp.float32)
+    tokens = jnp.zeros((batch, cfg.token_rows, cfg.token_cols), jnp.int32)
+    text = jnp.zeros((batch, text_len, cfg.text_dim), jnp.float32)
+    mask = jnp.ones((batch, text_len), bool)
+    return model.init(rng, x, t, tokens, text, mask)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def training_noise_levels(cfg: RollingDecoderConfig, rng: Array, batch: int) -> Array:
+    """Per-example, per-band noise levels for one training batch, (B, N) in [0, 1].
+
+    Each example is a snapshot of a sampler run: with probability `rolling_train_prob` a
+    rolling window of W bands (staggered by 1/W), else a single band (sequential mode).
+    A position τ ~ U(0, (N − 1)/w + 1) gives t_j = clip(1 + j/w − τ, 0, 1): bands with
+    t = 0 are the clean context above, bands with t = 1 have not started (they are not
+    attended by the bands above them, so their content does not matter), the rest are noisy.
+    For w = 1 this is exactly "draw a band index g = ⌊τ⌋ and a level t ~ U(0, 1)".
+    """
+    n = cfg.num_bands
+    r_mode, r_pos = jax.random.split(rng)
+    rolling = jax.random.bernoulli(r_mode, cfg.rolling_train_prob, (batch,))
+    w = jnp.where(rolling, float(cfg.window), 1.0)
+    tau = jax.random.uniform(r_pos, (batch,)) * ((n - 1) / w + 1.0)
+    j = jnp.arange(n, dtype=jnp.float32)
+    return jnp.clip(1.0 + j[None] / w[:, None] - tau[:, None], 0.0, 1.0)
+
+
+def to_unit_range(image: Array) -> Array:
+    """uint8 [0, 255] → float32 [−1, 1]; a float image is taken to be in [−1, 1] already."""
+    if jnp.issubdtype(image.dtype, jnp.integer):
+        return image.astype(jnp.float32) / 127.5 - 1.0
+    return image.astype(jnp.float32)
+
+
+def rolling_loss(params: Any, batch: Mapping[str, Array], rng: Array,
+                 cfg: RollingDecoderConfig) -> tuple[Array, dict[str, Array]]:
+    """Rectified-flow velocity loss on the noisy bands only.
+
+    batch: image (B, H, W, 3) uint8 or float in [−1, 1]; tokens (B, h, w) int32 VQ grid;
+    text_emb (B, S, E) float; text_mask (B, S) bool (True = real text position).
+    Noise levels per example and band come from `training_noise_levels`; the clean bands
+    above are the ground truth. The loss is the per-pixel MSE of the velocity, averaged
+    over each example's noisy bands, then over the batch.
+    Returns (loss, metrics) with metrics {loss, noisy_bands, x0_mse}.
+    """
+    x0_BxNxRxWx3 = image_to_bands(to_unit_range(batch["image"]), cfg.num_bands)
+    b = x0_BxNxRxWx3.shape[0]
+    r_t, r_eps = jax.random.split(rng)
+    t_BxN = training_noise_levels(cfg, r_t, b)
+    eps = jax.random.normal(r_eps, x0_BxNxRxWx3.shape, jnp.float32)
+    tb = t_BxN[:, :, None, None, None]
+    xt = (1.0 - tb) * x0_BxNxRxWx3 + tb * eps
+    v_pred = RollingDecoder(cfg).apply(params, xt, t_BxN, batch["tokens"], batch["text_emb"],
+                                       batch["text_mask"])
+    per_band_BxN = jnp.mean(jnp.square(v_pred - (eps - x0_BxNxRxWx3)), axis=(2, 3, 4))
+    noisy_BxN = ((t_BxN > 0.0) & (t_BxN < 1.0)).astype(jnp.float32)
+    count_B = jnp.maximum(noisy_BxN.sum(1), 1.0)
+    loss = jnp.mean((per_band_BxN * noisy_BxN).sum(1) / count_B)
+    # Implied clean estimate x̂0 = x_t − t·v̂, on the same bands (a readable quality signal).
+    x0_err = jnp.mean(jnp.square(xt - tb * v_pred - x0_BxNxRxWx3), axis=(2, 3, 4))
+    metrics = {
+        "loss": loss,
+        "noisy_bands": jnp.mean(noisy_BxN.sum(1)),
+        "x0_mse": jnp.mean((x0_err * noisy_BxN).sum(1) / count_B),
+    }
+    return loss, metrics
