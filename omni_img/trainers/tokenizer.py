@@ -72,6 +72,32 @@ def build_model(config: ml_collections.ConfigDict) -> Tokenizer:
     return Tokenizer(tokenizer_spec_from_config(config.model), dtype=dtype)
 
 
+def _init_fn(model: Tokenizer, config):
+    size = config.model.image_size
+    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    return lambda rng: model.init(rng, dummy)["params"]
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir: str):
+    """The latest checkpoint of `workdir`, laid out on this process's devices and mesh."""
+    mesh = make_mesh(config.mesh)
+    model = build_model(config)
+    tx = make_optimizer(config.optim, config.num_steps)
+    abstract_state, _ = state_shardings(
+        _init_fn(model, config), tx, mesh, rules_from_config(config)
+    )
+    checkpointer = Checkpointer(workdir, config.checkpoint)
+    try:
+        return checkpointer.restore(abstract_state)
+    finally:
+        checkpointer.close()
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str):
+    """Params (not EMA) of the latest checkpoint of `workdir`."""
+    return restore_state(config, workdir).params
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -101,10 +127,7 @@ def train(
     # ---------------------------------------------------------------- Model
     model = build_model(config)
     size = config.model.image_size
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-
-    def init_params(rng):
-        return model.init(rng, dummy)["params"]
+    init_params = _init_fn(model, config)
 
     # ---------------------------------------------------------------- Shard
     tx = make_optimizer(config.optim, config.num_steps)

@@ -83,9 +83,9 @@ def train_step(
     metrics = {
         **metrics,
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
-        "update_norm": optax.global_norm(updates),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
+        "update_norm": optax.tree.norm(updates),
         "learning_rate": schedule(state.step),
     }
     new_state = state.replace(

@@ -1,0 +1,193 @@
+"""The framework, exercised through the tokenizer stage on 8 fake CPU devices."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from omni_img.trainers import tokenizer
+from tests.training.synthetic import SyntheticSource
+from tests.training.tiny_config import tiny_tokenizer_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "training" / "run_tokenizer.py"
+
+
+def losses_of(workdir) -> list[float]:
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def train_tiny(workdir, num_steps=3, **overrides):
+    config = tiny_tokenizer_config(num_steps=num_steps, **overrides)
+    return tokenizer.train(
+        config, str(workdir), train_source=SyntheticSource(), eval_source=SyntheticSource(16)
+    )
+
+
+def test_same_loss_on_every_mesh(tmp_path):
+    meshes = {
+        "data8": {"mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1},
+        "data2_fsdp4": {"mesh.data": 2, "mesh.fsdp": 4, "mesh.tensor": 1},
+        "data2_fsdp2_tensor2": {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2},
+    }
+    losses = {}
+    for name, mesh in meshes.items():
+        train_tiny(tmp_path / name, num_steps=3, **mesh)
+        losses[name] = losses_of(tmp_path / name)
+    reference = losses["data8"]
+    assert len(reference) == 3
+    assert reference[0] != reference[-1]  # it trained
+    for name, values in losses.items():
+        np.testing.assert_allclose(values, reference, rtol=2e-5, err_msg=name)
+
+
+def test_fsdp_shards_parameters():
+    from omni_img.config.defaults import rules_from_config
+    from omni_img.sharding import make_mesh
+    from omni_img.training.optim import make_optimizer
+    from omni_img.training.state import create_sharded_state
+
+    config = tiny_tokenizer_config(**{"mesh.data": 2, "mesh.fsdp": 4})
+    mesh = make_mesh(config.mesh)
+    model = tokenizer.build_model(config)
+    tx = make_optimizer(config.optim, config.num_steps)
+    state = create_sharded_state(
+        tokenizer._init_fn(model, config), tx, mesh, rules_from_config(config), seed=0
+    )
+    sharded = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+        shard_shape = leaf.addressable_shards[0].data.shape
+        if shard_shape != leaf.shape:
+            sharded += 1
+            # conv_out (the last axis of a kernel) is split 4 ways over fsdp.
+            assert shard_shape[-1] * 4 == leaf.shape[-1], jax.tree_util.keystr(path)
+    kernels = [
+        p
+        for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]
+        if "kernel" in jax.tree_util.keystr(p)
+    ]
+    assert sharded >= len(kernels) - 2  # all but edge layers whose width 4 does not divide
+
+
+def test_gradient_accumulation_matches_large_batch(tmp_path):
+    train_tiny(tmp_path / "big", num_steps=2, grad_accum=1, batch_size=32)
+    train_tiny(tmp_path / "accum", num_steps=2, grad_accum=4, batch_size=32)
+    np.testing.assert_allclose(
+        losses_of(tmp_path / "accum"), losses_of(tmp_path / "big"), rtol=1e-5
+    )
+    big = tokenizer.restore_params(tiny_tokenizer_config(2), str(tmp_path / "big"))
+    accum = tokenizer.restore_params(tiny_tokenizer_config(2), str(tmp_path / "accum"))
+    for a, b in zip(jax.tree.leaves(big), jax.tree.leaves(accum)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
+def _run_worker(*args, check=True, **kwargs):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    command = [sys.executable, str(WORKER), *map(str, args)]
+    if kwargs.pop("background", False):
+        return subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    return subprocess.run(
+        command, env=env, cwd=ROOT, check=check, capture_output=True, text=True, timeout=600
+    )
+
+
+def _wait_for_checkpoint(workdir: pathlib.Path, step: int, process, timeout=300):
+    target = workdir / "checkpoints" / str(step)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if target.is_dir() and (target / "_CHECKPOINT_METADATA").exists():
+            return
+        assert process.poll() is None, "worker exited before writing the checkpoint"
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint {step} after {timeout}s")
+
+
+def test_exact_resume_after_sigkill_and_restore_on_fewer_devices(tmp_path):
+    steps = 10
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _run_worker(whole, steps, 8, "--dump", tmp_path / "whole.npz")
+
+    process = _run_worker(broken, steps, 8, "--delay", "0.03", background=True)
+    _wait_for_checkpoint(broken, 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit())
+    assert killed_at < steps, "the worker finished before it was killed"
+    _run_worker(broken, steps, 8, "--dump", tmp_path / "broken.npz")
+
+    whole_params, broken_params = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "broken.npz")
+    assert sorted(whole_params) == sorted(broken_params)
+    for name in whole_params:
+        np.testing.assert_array_equal(whole_params[name], broken_params[name], err_msg=name)
+
+    # The same batches, in the same order: per-step input fingerprints and losses agree.
+    def per_step(workdir, key):
+        records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r[key] for r in records if key in r}
+
+    for key in ("input_checksum", "loss"):
+        assert per_step(broken, key) == per_step(whole, key)
+    assert len(per_step(whole, "input_checksum")) == steps
+
+    # A checkpoint written on 8 devices restores onto 4 and onto 1.
+    for devices in (4, 1):
+        dump = tmp_path / f"restored{devices}.npz"
+        _run_worker(whole, steps, devices, "--restore_only", "--dump", dump)
+        restored = np.load(dump)
+        for name in whole_params:
+            np.testing.assert_array_equal(whole_params[name], restored[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.optim.lrr=1", "did you mean config.optim.lr"),
+        ("--config.batch_size=12", "not divisible by the data-parallel size 8"),
+        ("--config.mesh.fsdp=3", "does not divide the 8 devices"),
+        ("--config.num_steps=ten", "config.num_steps expects an int"),
+    ],
+)
+def test_bad_config_is_one_line_error(tmp_path, capsys, override, message):
+    from omni_img.cli import main
+
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "experiments/tokenizer_tiny.py"),
+            "--workdir",
+            str(tmp_path / "run"),
+            override,
+        ]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in error
+    assert len(error.splitlines()) == 1
+
+
+def test_missing_workdir_parent_is_one_line_error(tmp_path, capsys):
+    from omni_img.cli import main
+
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "experiments/tokenizer_tiny.py"),
+            "--workdir",
+            str(tmp_path / "no" / "such" / "run"),
+        ]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "parent directory" in error and len(error.splitlines()) == 1
