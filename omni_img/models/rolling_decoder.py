@@ -41,6 +41,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.errors import UserError
+from omni_img.models.transformer import (
+    ACT_BLD,
+    ACT_BLHK,
+    KVCache,
+    Mlp,
+    RMSNorm,
+    SelfAttention,
+    dense,
+    embed_init,
+)
 
 Array = jax.Array
 
@@ -133,8 +143,9 @@ class RollingDecoderConfig:
         return self
 
 
-def rolling_decoder_config(cfg: RollingDecoderConfig | Mapping[str, Any] | None = None,
-                           **overrides: Any) -> RollingDecoderConfig:
+def rolling_decoder_config(
+    cfg: RollingDecoderConfig | Mapping[str, Any] | None = None, **overrides: Any
+) -> RollingDecoderConfig:
     """Builds a validated config from a dataclass, a mapping or ConfigDict, plus overrides.
 
     Unknown keys raise UserError naming the key.
@@ -153,8 +164,9 @@ def rolling_decoder_config(cfg: RollingDecoderConfig | Mapping[str, Any] | None 
     return RollingDecoderConfig(**values).validate()
 
 
-def make_rolling_decoder(cfg: RollingDecoderConfig | Mapping[str, Any] | None = None,
-                         **overrides: Any) -> RollingDecoder:
+def make_rolling_decoder(
+    cfg: RollingDecoderConfig | Mapping[str, Any] | None = None, **overrides: Any
+) -> RollingDecoder:
     """The Flax module for a (validated) config."""
     return RollingDecoder(cfg=rolling_decoder_config(cfg, **overrides))
 
@@ -213,112 +225,87 @@ def timestep_embedding(t: Array, dim: int) -> Array:
 # ----------------------------------------------------------------------------- layers
 
 
-def _dense(features, axes, name, *, cfg, zero=False, axis=-1):
-    """DenseGeneral with logical axis names on kernel and bias (bias: the output axes)."""
-    init = nn.initializers.zeros_init() if zero else nn.initializers.lecun_normal()
-    n_out = len(features) if isinstance(features, tuple) else 1
-    return nn.DenseGeneral(
-        features,
-        axis=axis,
-        dtype=jnp.dtype(cfg.dtype),
-        param_dtype=jnp.dtype(cfg.param_dtype),
-        kernel_init=nn.with_logical_partitioning(init, axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-n_out:]),
-        name=name,
-    )
-
-
-def _norm(name, *, cfg, affine=True):
-    return nn.LayerNorm(
-        epsilon=1e-6,
-        use_bias=affine,
-        use_scale=affine,
-        dtype=jnp.dtype(cfg.dtype),
-        param_dtype=jnp.dtype(cfg.param_dtype),
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
-        name=name,
-    )
-
-
 def _constrain_tokens(x_BxLxD: Array) -> Array:
-    return nn.with_logical_constraint(x_BxLxD, ("act_batch", "act_length", "act_embed"))
+    return nn.with_logical_constraint(x_BxLxD, ACT_BLD)
 
 
-def _constrain_heads(x_BxLxHxK: Array) -> Array:
-    return nn.with_logical_constraint(x_BxLxHxK, ("act_batch", "act_length", "act_heads", None))
+def band_causal_mask(query_band_L: Array, key_band_S: Array) -> Array:
+    """(L, S) bool: a token may attend to keys of its own band and the bands above it."""
+    return key_band_S[None, :] <= query_band_L[:, None]
 
 
-def attend(q_BxLxHxK: Array, k_BxSxHxK: Array, v_BxSxHxK: Array, mask_BxLxS: Array) -> Array:
-    """Masked softmax attention, softmax in float32. Returns (B, L, H, K).
-
-    Masked logits get a large negative value (not −inf), so the weights of masked keys
-    are exactly 0 and a row can never turn into NaN.
-    """
-    scale = 1.0 / math.sqrt(q_BxLxHxK.shape[-1])
-    logits_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK).astype(jnp.float32)
-    logits_BxHxLxS = jnp.where(mask_BxLxS[:, None], logits_BxHxLxS * scale, -1e30)
-    w_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(v_BxSxHxK.dtype)
-    return jnp.einsum("bhls,bshk->blhk", w_BxHxLxS, v_BxSxHxK)
-
-
-class BandBlock(nn.Module):
-    """Pre-norm block: band-causal self-attention (+ cached K/V of clean bands above),
-    cross-attention to [visual tokens; text], MLP. Self-attention and MLP are modulated
-    by the noise level of each token's band (adaLN, zero-initialised gates)."""
+class BandCrossAttention(nn.Module):
+    """Attention from band tokens to the memory [visual tokens; text] with a per-query mask
+    (the shared CrossAttention takes a (B, S) padding mask; here each band sees a different
+    number of token rows)."""
 
     cfg: RollingDecoderConfig
 
     def setup(self):
-        c, d, h = self.cfg, self.cfg.dim, self.cfg.num_heads
-        k = d // h
-        self.ada = _dense(6 * d, ("embed", "mlp"), "ada", cfg=c, zero=True)
-        self.norm_self = _norm("norm_self", cfg=c, affine=False)
-        self.qkv = _dense((3, h, k), ("embed", None, "heads", "head_dim"), "qkv", cfg=c)
-        self.out_self = _dense(d, ("heads", "head_dim", "embed"), "out_self", cfg=c,
-                               axis=(-2, -1))
-        self.norm_cross = _norm("norm_cross", cfg=c)
-        self.q_cross = _dense((h, k), ("embed", "heads", "head_dim"), "q_cross", cfg=c)
-        self.kv_cross = _dense((2, h, k), ("embed", None, "heads", "head_dim"), "kv_cross", cfg=c)
-        self.out_cross = _dense(d, ("heads", "head_dim", "embed"), "out_cross", cfg=c,
-                                axis=(-2, -1))
-        self.norm_mlp = _norm("norm_mlp", cfg=c, affine=False)
-        self.mlp_in = _dense(c.mlp_ratio * d, ("embed", "mlp"), "mlp_in", cfg=c)
-        self.mlp_out = _dense(d, ("mlp", "embed"), "mlp_out", cfg=c)
+        c = self.cfg
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        hk = (c.num_heads, c.dim // c.num_heads)
+        self.query = dense(hk, ("embed", "heads", "head_dim"), name="query", **kw)
+        self.key = dense(hk, ("embed", "heads", "head_dim"), name="key", **kw)
+        self.value = dense(hk, ("embed", "heads", "head_dim"), name="value", **kw)
+        self.out = dense(c.dim, ("heads", "head_dim", "embed"), in_ndim=2, name="out", **kw)
 
-    def memory_kv(self, mem_BxMxD: Array) -> tuple[Array, Array]:
-        """Cross-attention keys and values of the memory, (B, M, H, K) each."""
-        kv = self.kv_cross(mem_BxMxD)
-        return _constrain_heads(kv[:, :, 0]), _constrain_heads(kv[:, :, 1])
+    def memory_kv(self, mem_BxMxD: Array) -> KVCache:
+        """Keys and values of the memory, (B, M, H, K) each, computed once per image."""
+        return KVCache(
+            k=nn.with_logical_constraint(self.key(mem_BxMxD), ACT_BLHK),
+            v=nn.with_logical_constraint(self.value(mem_BxMxD), ACT_BLHK),
+        )
 
-    def __call__(self, x_BxLxD, temb_BxLxD, self_mask_BxLxS, cache_kv, mem_kv, cross_mask_BxLxM):
-        """One block. cache_kv: (k, v) of cached tokens (B, C, H, K) each, or None.
+    def __call__(self, x_BxLxD: Array, mem: KVCache, mask_BxLxM: Array) -> Array:
+        q_BxLxHxK = nn.with_logical_constraint(self.query(x_BxLxD), ACT_BLHK)
+        y_BxLxHxK = jax.nn.dot_product_attention(
+            q_BxLxHxK,
+            mem.k.astype(q_BxLxHxK.dtype),
+            mem.v.astype(q_BxLxHxK.dtype),
+            mask=mask_BxLxM[:, None],
+        )
+        return self.out(nn.with_logical_constraint(y_BxLxHxK, ACT_BLHK))
 
-        Returns the new tokens (B, L, D) and this call's self-attention (k, v), (B, L, H, K),
-        which the sampler caches for a band that has just become clean.
-        """
+
+class BandBlock(nn.Module):
+    """Pre-norm block: band-causal self-attention (over a fixed-size cache of all bands in
+    sampling), cross-attention to [visual tokens; text], GELU MLP. Self-attention and MLP
+    are modulated by the noise level of each token's band (adaLN, zero-initialised gates),
+    so clean context bands (t = 0) and noisy bands share the weights."""
+
+    cfg: RollingDecoderConfig
+
+    def setup(self):
+        c = self.cfg
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        self.ada = dense(
+            6 * c.dim, ("embed", "mlp"), name="ada", kernel_init=nn.initializers.zeros_init(), **kw
+        )
+        self.norm_self = RMSNorm(**kw)
+        self.attn = SelfAttention(c.num_heads, c.dim // c.num_heads, **kw)
+        self.norm_cross = RMSNorm(**kw)
+        self.cross = BandCrossAttention(c)
+        self.norm_mlp = RMSNorm(**kw)
+        self.mlp = Mlp(c.mlp_ratio * c.dim, kind="gelu", **kw)
+
+    def memory_kv(self, mem_BxMxD: Array) -> KVCache:
+        return self.cross.memory_kv(mem_BxMxD)
+
+    def __call__(
+        self, x_BxLxD, temb_BxLxD, self_mask_Bx1xLxS, cache, cache_index, mem, cross_mask_BxLxM
+    ):
+        """One block: returns the new tokens (B, L, D) and the cache with this call's keys
+        and values written at `cache_index` (None without a cache)."""
         mods = jnp.split(self.ada(nn.silu(temb_BxLxD)), 6, axis=-1)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods
-
         y = self.norm_self(x_BxLxD) * (1 + scale_a) + shift_a
-        qkv = self.qkv(y)
-        q, k_new, v_new = (_constrain_heads(qkv[:, :, i]) for i in range(3))
-        k, v = k_new, v_new
-        if cache_kv is not None:
-            k = jnp.concatenate([cache_kv[0], k_new], axis=1)
-            v = jnp.concatenate([cache_kv[1], v_new], axis=1)
-        x_BxLxD = x_BxLxD + gate_a * self.out_self(attend(q, k, v, self_mask_BxLxS))
-        x_BxLxD = _constrain_tokens(x_BxLxD)
-
-        q = _constrain_heads(self.q_cross(self.norm_cross(x_BxLxD)))
-        x_BxLxD = x_BxLxD + self.out_cross(attend(q, *mem_kv, cross_mask_BxLxM))
-        x_BxLxD = _constrain_tokens(x_BxLxD)
-
+        y, cache = self.attn(y, mask=self_mask_Bx1xLxS, cache=cache, cache_index=cache_index)
+        x_BxLxD = _constrain_tokens(x_BxLxD + gate_a * y)
+        x_BxLxD = x_BxLxD + self.cross(self.norm_cross(x_BxLxD), mem, cross_mask_BxLxM)
         y = self.norm_mlp(x_BxLxD) * (1 + scale_m) + shift_m
-        h = nn.with_logical_constraint(nn.gelu(self.mlp_in(y)), ("act_batch", "act_length",
-                                                                  "act_mlp"))
-        x_BxLxD = _constrain_tokens(x_BxLxD + gate_m * self.mlp_out(h))
-        return x_BxLxD, (k_new, v_new)
+        x_BxLxD = _constrain_tokens(x_BxLxD + gate_m * self.mlp(_constrain_tokens(y)))
+        return x_BxLxD, cache
 
 
 # ----------------------------------------------------------------------------- model
@@ -347,6 +334,20 @@ def memory_rows(cfg: RollingDecoderConfig, text_len: int) -> np.ndarray:
     return np.concatenate([rows, -np.ones(text_len, np.int64)]).astype(np.int32)
 
 
+def rows_needed_traced(cfg: RollingDecoderConfig, band_ids: Array) -> Array:
+    """`cfg.rows_needed` for traced band indices."""
+    cover = -((-(band_ids + 1) * cfg.token_rows) // cfg.num_bands)
+    return jnp.minimum(cfg.token_rows, cover + cfg.lookahead_rows)
+
+
+def _sincos_2d_traced(y_Q: Array, x_Q: Array, dim: int) -> Array:
+    """`sincos_2d` for traced coordinates (band ids are dynamic in the sampler)."""
+    quarter = dim // 4
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter) / quarter))
+    ay, ax = y_Q[:, None] * freqs, x_Q[:, None] * freqs
+    return jnp.concatenate([jnp.sin(ay), jnp.cos(ay), jnp.sin(ax), jnp.cos(ax)], 1)
+
+
 class RollingDecoder(nn.Module):
     """Band denoiser. `__call__` is the training pass over all N bands; the sampler uses
     `encode_memory` once per image and `denoise` once per step."""
@@ -355,25 +356,31 @@ class RollingDecoder(nn.Module):
 
     def setup(self):
         c, d = self.cfg, self.cfg.dim
-        self.patch_in = _dense(d, ("conv_in", "embed"), "patch_in", cfg=c)
+        kw = dict(dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype))
+        zeros = nn.initializers.zeros_init()
+        self.patch_in = dense(d, ("conv_in", "embed"), name="patch_in", **kw)
         self.band_embed = nn.Embed(
-            c.num_bands, d, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
-            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                        (None, "embed")),
-            name="band_embed")
-        self.time_in = _dense(4 * d, (None, "mlp"), "time_in", cfg=c)
-        self.time_out = _dense(d, ("mlp", "embed"), "time_out", cfg=c)
+            c.num_bands,
+            d,
+            embedding_init=nn.with_logical_partitioning(embed_init, (None, "embed")),
+            name="band_embed",
+            **kw,
+        )
+        self.time_in = dense(4 * d, (None, "mlp"), name="time_in", **kw)
+        self.time_out = dense(d, ("mlp", "embed"), name="time_out", **kw)
         self.token_embed = nn.Embed(
-            c.codebook_size, d, dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype),
-            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                        ("vocab", "embed")),
-            name="token_embed")
-        self.text_proj = _dense(d, (None, "embed"), "text_proj", cfg=c)
-        self.memory_norm = _norm("memory_norm", cfg=c)
+            c.codebook_size,
+            d,
+            embedding_init=nn.with_logical_partitioning(embed_init, ("vocab", "embed")),
+            name="token_embed",
+            **kw,
+        )
+        self.text_proj = dense(d, (None, "embed"), name="text_proj", **kw)
+        self.memory_norm = RMSNorm(**kw)
         self.blocks = [BandBlock(c, name=f"block_{i}") for i in range(c.num_layers)]
-        self.final_ada = _dense(2 * d, ("embed", "mlp"), "final_ada", cfg=c, zero=True)
-        self.final_norm = _norm("final_norm", cfg=c, affine=False)
-        self.out = _dense(c.patch_features, ("embed", None), "out", cfg=c, zero=True)
+        self.final_ada = dense(2 * d, ("embed", "mlp"), name="final_ada", kernel_init=zeros, **kw)
+        self.final_norm = RMSNorm(**kw)
+        self.out = dense(c.patch_features, ("embed", None), name="out", kernel_init=zeros, **kw)
 
     # -- memory: visual tokens + text, once per image
 
@@ -382,30 +389,41 @@ class RollingDecoder(nn.Module):
         c = self.cfg
         b = tokens_Bxhxw.shape[0]
         tok_BxTxD = self.token_embed(tokens_Bxhxw.reshape(b, -1).astype(jnp.int32))
+        # Token centres in pixel coordinates: the same frame as the patch positions.
         gy = (np.arange(c.token_rows) + 0.5) * (c.image_height / c.token_rows)
         gx = (np.arange(c.token_cols) + 0.5) * (c.image_width / c.token_cols)
         yy, xx = np.meshgrid(gy, gx, indexing="ij")
         pos_TxD = sincos_2d(yy.ravel(), xx.ravel(), c.dim)
         tok_BxTxD = tok_BxTxD + jnp.asarray(pos_TxD, tok_BxTxD.dtype)
         txt_BxSxD = self.text_proj(text_BxSxE.astype(jnp.dtype(c.dtype)))
-        mem_BxMxD = _constrain_tokens(self.memory_norm(jnp.concatenate([tok_BxTxD, txt_BxSxD], 1)))
-        kvs = [blk.memory_kv(mem_BxMxD) for blk in self.blocks]
+        mem_BxMxD = self.memory_norm(jnp.concatenate([tok_BxTxD, txt_BxSxD], axis=1))
+        kvs = [blk.memory_kv(_constrain_tokens(mem_BxMxD)) for blk in self.blocks]
         valid_BxM = jnp.concatenate(
-            [jnp.ones(tok_BxTxD.shape[:2], bool), text_mask_BxS.astype(bool)], axis=1)
-        return Memory(k=jnp.stack([kv[0] for kv in kvs]), v=jnp.stack([kv[1] for kv in kvs]),
-                      valid=valid_BxM)
+            [jnp.ones(tok_BxTxD.shape[:2], bool), text_mask_BxS.astype(bool)], axis=1
+        )
+        return Memory(
+            k=jnp.stack([kv.k for kv in kvs]), v=jnp.stack([kv.v for kv in kvs]), valid=valid_BxM
+        )
 
     # -- one denoising call over a window of bands
 
-    def denoise(self, x_BxnxRxWx3: Array, t_Bxn: Array, band_ids_n: Array, memory: Memory,
-                cache_kv: tuple[Array, Array] | None = None) -> tuple[Array, tuple[Array, Array]]:
+    def denoise(
+        self,
+        x_BxnxRxWx3: Array,
+        t_Bxn: Array,
+        band_ids_n: Array,
+        memory: Memory,
+        cache: KVCache | None = None,
+    ) -> tuple[Array, KVCache | None]:
         """Predicts the velocity of n consecutive bands, each at its own noise level.
 
-        x: (B, n, R, W, 3) noisy pixels in [-1, 1]-ish; t: (B, n) noise levels (0 = clean);
-        band_ids: (n,) int32 consecutive band indices (dynamic values, static n);
-        cache_kv: per-layer (k, v) of all N bands, (Y, B, C, H, K) each, where the bands
-        above `band_ids[0]` hold the clean bands' keys/values; other slots are ignored.
-        Returns velocity (B, n, R, W, 3) and this call's per-layer (k, v), (Y, B, L, H, K).
+        x: (B, n, R, W, 3) noisy pixels; t: (B, n) noise levels (0 = clean); band_ids: (n,)
+        int32 consecutive band indices (traced values, static n).
+        cache: None (the call holds every band it needs, as in training) or the stacked
+        per-layer self-attention cache of all N bands, k and v (Y, B, C, H, K), slot
+        band·P + patch. The slots of the bands above `band_ids[0]` must hold those bands'
+        clean keys/values; this call writes its own bands' keys/values into their slots.
+        Returns velocity (B, n, R, W, 3) float32 and the updated cache (None without one).
         """
         c = self.cfg
         b, n = x_BxnxRxWx3.shape[:2]
@@ -413,53 +431,58 @@ class RollingDecoder(nn.Module):
         p_tok = pr * pc
         band_ids_n = jnp.asarray(band_ids_n, jnp.int32)
 
-        # Patch tokens with absolute 2-D positions; the band index enters the row offset
-        # and a learned band embedding.
+        # Patch tokens with absolute 2-D pixel positions (the band index sets the row
+        # offset) and a learned band embedding.
         x_BxLxF = patchify(x_BxnxRxWx3.astype(jnp.dtype(c.dtype)), c.patch_size)
-        ys = (np.repeat(np.arange(pr), pc) + 0.5) * c.patch_size  # inside the band
+        ys = (np.repeat(np.arange(pr), pc) + 0.5) * c.patch_size
         xs = (np.tile(np.arange(pc), pr) + 0.5) * c.patch_size
         y_nxP = band_ids_n[:, None].astype(jnp.float32) * c.band_height + ys[None]
-        pos_LxD = _sincos_2d_jnp(y_nxP.reshape(-1), jnp.tile(jnp.asarray(xs), n), c.dim)
+        pos_LxD = _sincos_2d_traced(y_nxP.reshape(-1), jnp.tile(jnp.asarray(xs), n), c.dim)
         h_BxLxD = self.patch_in(x_BxLxF) + pos_LxD.astype(x_BxLxF.dtype)
         h_BxLxD = h_BxLxD + jnp.repeat(self.band_embed(band_ids_n), p_tok, axis=0)[None]
         h_BxLxD = _constrain_tokens(h_BxLxD)
 
         temb_BxnxD = self.time_out(nn.silu(self.time_in(timestep_embedding(t_Bxn, c.dim))))
-        temb_BxLxD = jnp.repeat(temb_BxnxD, p_tok, axis=1)
+        temb_BxLxD = jnp.repeat(temb_BxnxD.astype(h_BxLxD.dtype), p_tok, axis=1)
 
-        # Self-attention mask: band-causal within the call; cached bands strictly above
-        # the call's first band are visible to every query.
-        tok_band_L = jnp.repeat(band_ids_n, p_tok)
-        mask_LxL = tok_band_L[:, None] >= tok_band_L[None, :]
-        if cache_kv is not None:
-            cache_band_C = jnp.repeat(jnp.arange(c.num_bands, dtype=jnp.int32), p_tok)
-            mask_LxC = jnp.broadcast_to(cache_band_C[None] < band_ids_n[0],
-                                        (mask_LxL.shape[0], cache_band_C.shape[0]))
-            mask_LxS = jnp.concatenate([mask_LxC, mask_LxL], axis=1)
+        # Self-attention: band-causal over absolute band indices. With a cache the keys
+        # are its N·P slots (slots below this call's bands are hidden by SelfAttention).
+        query_band_L = jnp.repeat(band_ids_n, p_tok)
+        if cache is None:
+            key_band_S, cache_index = query_band_L, None
         else:
-            mask_LxS = mask_LxL
-        mask_BxLxS = jnp.broadcast_to(mask_LxS[None], (b, *mask_LxS.shape))
+            key_band_S = jnp.arange(c.num_bands * p_tok, dtype=jnp.int32) // p_tok
+            cache_index = band_ids_n[0] * p_tok
+        self_mask = band_causal_mask(query_band_L, key_band_S)[None, None]
 
-        # Cross-attention mask: token rows < rows_needed(band), text where not padding.
+        # Cross-attention: token rows < rows_needed(band); text where not padding.
         rows_M = jnp.asarray(memory_rows(c, memory.valid.shape[1] - c.token_rows * c.token_cols))
-        need_n = _rows_needed_jnp(c, band_ids_n)
-        need_L = jnp.repeat(need_n, p_tok)
-        cross_LxM = rows_M[None, :] < need_L[:, None]
-        cross_BxLxM = cross_LxM[None] & memory.valid[:, None, :]
+        need_L = jnp.repeat(rows_needed_traced(c, band_ids_n), p_tok)
+        cross_BxLxM = (rows_M[None, :] < need_L[:, None])[None] & memory.valid[:, None, :]
 
-        ks, vs = [], []
+        new_k, new_v = [], []
         for i, blk in enumerate(self.blocks):
-            layer_cache = None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i])
-            h_BxLxD, (k_new, v_new) = blk(h_BxLxD, temb_BxLxD, mask_BxLxS, layer_cache,
-                                          (memory.k[i], memory.v[i]), cross_BxLxM)
-            ks.append(k_new)
-            vs.append(v_new)
+            layer_cache = None if cache is None else KVCache(k=cache.k[i], v=cache.v[i])
+            h_BxLxD, layer_cache = blk(
+                h_BxLxD,
+                temb_BxLxD,
+                self_mask,
+                layer_cache,
+                cache_index,
+                KVCache(k=memory.k[i], v=memory.v[i]),
+                cross_BxLxM,
+            )
+            if layer_cache is not None:
+                new_k.append(layer_cache.k)
+                new_v.append(layer_cache.v)
 
         shift, scale = jnp.split(self.final_ada(nn.silu(temb_BxLxD)), 2, axis=-1)
         y_BxLxF = self.out(self.final_norm(h_BxLxD) * (1 + scale) + shift)
-        v_BxnxRxWx3 = unpatchify(y_BxLxF.astype(jnp.float32), n, c.band_height,
-                                 c.image_width, c.patch_size)
-        return v_BxnxRxWx3, (jnp.stack(ks), jnp.stack(vs))
+        v_BxnxRxWx3 = unpatchify(
+            y_BxLxF.astype(jnp.float32), n, c.band_height, c.image_width, c.patch_size
+        )
+        new_cache = None if cache is None else KVCache(k=jnp.stack(new_k), v=jnp.stack(new_v))
+        return v_BxnxRxWx3, new_cache
 
     def __call__(self, x_BxNxRxWx3, t_BxN, tokens_Bxhxw, text_BxSxE, text_mask_BxS):
         """Training pass: all N bands in one call, band-causal, no cache. (B, N, R, W, 3)."""
@@ -468,21 +491,9 @@ class RollingDecoder(nn.Module):
         return self.denoise(x_BxNxRxWx3, t_BxN, ids, memory)[0]
 
 
-def _sincos_2d_jnp(y_Q: Array, x_Q: Array, dim: int) -> Array:
-    """`sincos_2d` for traced coordinates (band ids are dynamic in the sampler)."""
-    quarter = dim // 4
-    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter) / quarter))
-    ay, ax = y_Q[:, None] * freqs, x_Q[:, None] * freqs
-    return jnp.concatenate([jnp.sin(ay), jnp.cos(ay), jnp.sin(ax), jnp.cos(ax)], 1)
-
-
-def _rows_needed_jnp(cfg: RollingDecoderConfig, band_ids: Array) -> Array:
-    cover = -((-(band_ids + 1) * cfg.token_rows) // cfg.num_bands)
-    return jnp.minimum(cfg.token_rows, cover + cfg.lookahead_rows)
-
-
-def init_rolling_decoder(cfg: RollingDecoderConfig, rng: Array, *, batch: int = 1,
-                         text_len: int = 8) -> Any:
+def init_rolling_decoder(
+    cfg: RollingDecoderConfig, rng: Array, *, batch: int = 1, text_len: int = 8
+) -> Any:
     """Initial params (boxed with logical axis names) from dummy inputs of the right shapes."""
     model = RollingDecoder(cfg)
     x = jnp.zeros((batch, cfg.num_bands, cfg.band_height, cfg.image_width, 3), jnp.float32)
@@ -522,8 +533,9 @@ def to_unit_range(image: Array) -> Array:
     return image.astype(jnp.float32)
 
 
-def rolling_loss(params: Any, batch: Mapping[str, Array], rng: Array,
-                 cfg: RollingDecoderConfig) -> tuple[Array, dict[str, Array]]:
+def rolling_loss(
+    params: Any, batch: Mapping[str, Array], rng: Array, cfg: RollingDecoderConfig
+) -> tuple[Array, dict[str, Array]]:
     """Rectified-flow velocity loss on the noisy bands only.
 
     batch: image (B, H, W, 3) uint8 or float in [−1, 1]; tokens (B, h, w) int32 VQ grid;
@@ -540,8 +552,9 @@ def rolling_loss(params: Any, batch: Mapping[str, Array], rng: Array,
     eps = jax.random.normal(r_eps, x0_BxNxRxWx3.shape, jnp.float32)
     tb = t_BxN[:, :, None, None, None]
     xt = (1.0 - tb) * x0_BxNxRxWx3 + tb * eps
-    v_pred = RollingDecoder(cfg).apply(params, xt, t_BxN, batch["tokens"], batch["text_emb"],
-                                       batch["text_mask"])
+    v_pred = RollingDecoder(cfg).apply(
+        params, xt, t_BxN, batch["tokens"], batch["text_emb"], batch["text_mask"]
+    )
     per_band_BxN = jnp.mean(jnp.square(v_pred - (eps - x0_BxNxRxWx3)), axis=(2, 3, 4))
     noisy_BxN = ((t_BxN > 0.0) & (t_BxN < 1.0)).astype(jnp.float32)
     count_B = jnp.maximum(noisy_BxN.sum(1), 1.0)

@@ -53,6 +53,7 @@ from omni_img.models.rolling_decoder import (
     RollingDecoderConfig,
     bands_to_image,
 )
+from omni_img.models.transformer import KVCache
 
 MODES = ("sequential", "rolling")
 
@@ -155,20 +156,16 @@ def _step(model: RollingDecoder, params: Any, cfg: RollingDecoderConfig, memory:
         x_in = jnp.concatenate([x_clean, x_win], axis=1)
         t_in = jnp.concatenate([jnp.zeros((b, 1), jnp.float32), t_in], axis=1)
         ids = jnp.concatenate([jnp.reshape(lo - 1, (1,)).astype(jnp.int32), ids])
-    v, (k_new, v_new) = model.apply(params, x_in, t_in, ids, memory,
-                                    (state.cache_k, state.cache_v), method="denoise")
-    cache_k, cache_v = state.cache_k, state.cache_v
+    # Writes the call's keys/values into the cache slots of its bands: the clean band's
+    # stay for good (later calls start below it), the noisy ones are rewritten each step.
+    v, cache = model.apply(params, x_in, t_in, ids, memory,
+                           KVCache(k=state.cache_k, v=state.cache_v), method="denoise")
     if commit:
-        # The clean band's keys/values: first P tokens of this call, into its cache slot.
-        p_tok = cfg.patches_per_band
-        at = (lo - 1) * p_tok
-        cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k_new[:, :, :p_tok], at, axis=2)
-        cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v_new[:, :, :p_tok], at, axis=2)
         v = v[:, 1:]
     x_win = x_win - v / k  # Euler: Δt = −1/K
     bands = jax.lax.dynamic_update_slice_in_dim(state.bands, x_win, lo, axis=1)
     steps_n = jax.lax.dynamic_slice_in_dim(state.steps, lo, size) + 1
-    return SamplerState(bands=bands, cache_k=cache_k, cache_v=cache_v, calls=state.calls + 1,
+    return SamplerState(bands=bands, cache_k=cache.k, cache_v=cache.v, calls=state.calls + 1,
                         steps=jax.lax.dynamic_update_slice_in_dim(state.steps, steps_n, lo, 0))
 
 
