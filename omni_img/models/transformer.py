@@ -33,7 +33,8 @@ Stable API (other modules build on it; extend, don't change):
 - ``Positions2D(height, width, features)``: learned row + column embeddings;
   ``__call__(rows_..., cols_...) -> (..., features)``; ``grid_rows_cols(h, w)`` gives the
   raster-order row/column indices of an h×w grid.
-- ``embed_init`` / ``dense(...)``: helpers that attach logical axis names.
+- ``Dense(features, axes, in_ndim=1)`` / ``dense(...)`` / ``embed_init``: linear maps and
+  initialisers that attach logical axis names.
 
 Every parameter carries logical axis names (``embed, mlp, heads, head_dim, vocab, norm``)
 and activations are constrained with ``act_batch, act_length, act_embed, act_mlp,
@@ -43,6 +44,7 @@ no-ops.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,26 +63,64 @@ default_kernel_init = nn.initializers.xavier_uniform()
 embed_init = nn.initializers.normal(stddev=0.02)
 
 
+def _flat_fan_init(init, in_ndim: int):
+    """Initialise a (in..., out...) kernel as the 2-D (prod in, prod out) matrix it acts as."""
+
+    def f(key, shape, dtype=jnp.float32):
+        fan_in = math.prod(shape[:in_ndim])
+        return init(key, (fan_in, math.prod(shape) // fan_in), dtype).reshape(shape)
+
+    return f
+
+
+class Dense(nn.Module):
+    """Bias-free linear map contracting the last ``in_ndim`` axes of x into ``features``.
+
+    Unlike ``nn.DenseGeneral`` the kernel is created in its final (in..., out...) shape,
+    so its logical axis names apply from the start (a sharding constraint during a
+    sharded init would otherwise see a flattened 2-D kernel).
+    """
+
+    features: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    in_ndim: int = 1
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = tuple(x.shape[x.ndim - self.in_ndim :]) + tuple(self.features)
+        init = nn.with_logical_partitioning(
+            _flat_fan_init(self.kernel_init, self.in_ndim), self.axes
+        )
+        kernel = self.param("kernel", init, shape, self.param_dtype)
+        contract = (tuple(range(x.ndim - self.in_ndim, x.ndim)), tuple(range(self.in_ndim)))
+        return jax.lax.dot_general(
+            x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ()))
+        )
+
+
 def dense(
     features: int | Sequence[int],
     axes: tuple[str | None, ...],
     *,
-    in_axis: int | Sequence[int] = -1,
+    in_ndim: int = 1,
+    in_axis: int | Sequence[int] | None = None,
     dtype: Dtype,
     param_dtype: Dtype,
     name: str | None = None,
     kernel_init=default_kernel_init,
-) -> nn.DenseGeneral:
-    """A bias-free DenseGeneral whose kernel carries the logical axis names ``axes``."""
-    return nn.DenseGeneral(
-        features=features,
-        axis=in_axis,
-        use_bias=False,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-        name=name,
-    )
+) -> Dense:
+    """A bias-free ``Dense`` whose kernel carries the logical axis names ``axes``.
+
+    ``in_ndim``: how many trailing axes of x are contracted; ``in_axis`` (-1 or
+    (-2, -1), as in ``nn.DenseGeneral``) is accepted for the same thing.
+    """
+    if in_axis is not None:
+        in_ndim = 1 if isinstance(in_axis, int) else len(tuple(in_axis))
+    features = (features,) if isinstance(features, int) else tuple(features)
+    return Dense(features, axes, in_ndim, dtype, param_dtype, kernel_init, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -262,7 +302,7 @@ class SelfAttention(nn.Module):
             full = mask if full is None else jnp.logical_and(full, mask)
         y_BxLxHxK = _attend(q_BxLxHxK, keys.astype(self.dtype), values.astype(self.dtype), full)
         y_BxLxHxK = nn.with_logical_constraint(y_BxLxHxK, ACT_BLHK)
-        out = dense(d, ("heads", "head_dim", "embed"), in_axis=(-2, -1), name="out", **kw)
+        out = dense(d, ("heads", "head_dim", "embed"), in_ndim=2, name="out", **kw)
         return out(y_BxLxHxK), cache
 
 
@@ -282,7 +322,7 @@ class CrossAttention(nn.Module):
         self.query = dense(hk, ("embed", "heads", "head_dim"), **kw)
         self.key = dense(hk, ("embed", "heads", "head_dim"), **kw)
         self.value = dense(hk, ("embed", "heads", "head_dim"), **kw)
-        self.out = dense(d, ("heads", "head_dim", "embed"), in_axis=(-2, -1), **kw)
+        self.out = dense(d, ("heads", "head_dim", "embed"), in_ndim=2, **kw)
 
     def memory_kv(self, memory_BxSxD: jax.Array) -> KVCache:
         """Project the memory to keys/values once (reused at every decode step)."""

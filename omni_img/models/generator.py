@@ -1,0 +1,261 @@
+"""The generator: multimodal encoder + autoregressive visual-token decoder, and its loss.
+
+Shape letters: B batch, Lt prompt length, Lh history length, h×w token grid (N = h*w),
+S encoder length, D width, V image vocabulary.
+
+Batch dict (numpy or jax arrays; optional keys may be absent):
+
+    text_ids       (B, Lt)   int32  BOS prompt EOS, PAD-padded (Lt <= max_text_len)
+    text_mask      (B, Lt)   bool   True on real tokens
+    target_tokens  (B, h, w) int32  the image's VQ tokens to predict (raster order)
+    source_tokens  (B, h, w) int32  optional: VQ tokens of the image being edited
+    has_source     (B,)      bool   optional: False where source_tokens is a dummy
+    history_ids    (B, Lh)   int32  optional: earlier turns' instructions, SEP-separated,
+                                    oldest first, Lh == max_history_len
+    history_mask   (B, Lh)   bool   optional
+
+``source_*`` are read only when the config has ``use_source``; ``history_*`` only when
+``max_history_len > 0``. Classifier-free guidance: ``generator_loss`` replaces the prompt
+with the null prompt [BOS, EOS] and masks out the history for a random
+``caption_dropout`` fraction of examples; the source image is kept (an unconditional
+edit still sees its source), and the sampler's unconditional branch does the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from omni_img.models.ar_decoder import ARDecoder, shift_right
+from omni_img.models.encoder import Encoder
+from omni_img.models.transformer import KVCache, init_kv_cache
+from omni_img.tokenizers.text import BOS_ID, EOS_ID, PAD_ID
+
+CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
+                  "history_mask")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """Model hyperparameters (the ``config.model`` block of an experiment)."""
+
+    text_vocab_size: int = 264  # ByteTokenizer; SentencePiece: tokenizer.vocab_size
+    image_vocab_size: int = 1000  # VQ codebook size (FSQ 8,5,5,5 = 1000)
+    grid_h: int = 8
+    grid_w: int = 8
+    max_text_len: int = 64  # prompt tokens incl. BOS/EOS
+    max_history_len: int = 64  # 0 = no multi-turn history segment
+    use_source: bool = True  # False = text-to-image only (no source image segment)
+    dim: int = 128
+    num_heads: int = 4
+    enc_layers: int = 2
+    dec_layers: int = 4
+    mlp_dim: int = 384
+    mlp_kind: str = "swiglu"
+    rope: bool = True
+    rope_theta: float = 10000.0
+    dtype: str = "float32"  # compute dtype: float32 or bfloat16
+    param_dtype: str = "float32"
+    remat: bool = False
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.grid_h, self.grid_w)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid_h * self.grid_w
+
+    @property
+    def bos_id(self) -> int:
+        return self.image_vocab_size
+
+
+def tiny_config(**overrides) -> GeneratorConfig:
+    """CPU default: ~1.6M params, 8×8 tokens (the FACTS.md calibration size class)."""
+    return dataclasses.replace(GeneratorConfig(), **overrides)
+
+
+def t2i_256_config(**overrides) -> GeneratorConfig:
+    """~300M-param decoder over 16×16 tokens (LlamaGen-B/L class), text-to-image.
+
+    Decoder: 16 layers, width 1024, 16 heads, SwiGLU 2816 (self + cross-attention):
+    ~302M params with its 16384-entry embedding and head; encoder: 6 layers, ~78M.
+    bf16 compute, remat on. Never run on CPU; checked with ``jax.eval_shape`` in tests.
+    """
+    base = GeneratorConfig(
+        image_vocab_size=16384,
+        grid_h=16,
+        grid_w=16,
+        max_text_len=128,
+        max_history_len=0,
+        use_source=False,
+        dim=1024,
+        num_heads=16,
+        enc_layers=6,
+        dec_layers=16,
+        mlp_dim=2816,
+        dtype="bfloat16",
+        remat=True,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def as_generator_config(model_cfg: Any) -> GeneratorConfig:
+    """A GeneratorConfig from itself, a dict or an ``ml_collections.ConfigDict``."""
+    if isinstance(model_cfg, GeneratorConfig):
+        return model_cfg
+    if hasattr(model_cfg, "to_dict"):
+        model_cfg = model_cfg.to_dict()
+    if not isinstance(model_cfg, Mapping):
+        raise TypeError(f"model config must be a mapping, got {type(model_cfg).__name__}")
+    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
+    unknown = sorted(set(model_cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+    return GeneratorConfig(**dict(model_cfg))
+
+
+class Generator(nn.Module):
+    """Encoder + AR decoder. Methods for ``apply(..., method=...)``: ``__call__`` (training
+    logits), ``encode``, ``memory_kv``, ``step`` (one incremental decode call)."""
+
+    cfg: GeneratorConfig
+
+    def setup(self):
+        c = self.cfg
+        kw = dict(
+            dim=c.dim,
+            num_heads=c.num_heads,
+            mlp_dim=c.mlp_dim,
+            mlp_kind=c.mlp_kind,
+            remat=c.remat,
+            dtype=jnp.dtype(c.dtype),
+            param_dtype=jnp.dtype(c.param_dtype),
+        )
+        self.encoder = Encoder(
+            text_vocab_size=c.text_vocab_size,
+            image_vocab_size=c.image_vocab_size,
+            max_text_len=c.max_text_len,
+            max_history_len=c.max_history_len,
+            grid=c.grid if c.use_source else None,
+            num_layers=c.enc_layers,
+            **kw,
+        )
+        self.decoder = ARDecoder(
+            image_vocab_size=c.image_vocab_size,
+            grid=c.grid,
+            num_layers=c.dec_layers,
+            rope=c.rope,
+            rope_theta=c.rope_theta,
+            **kw,
+        )
+
+    def encode(self, cond: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """Conditioning dict (batch keys other than target_tokens) -> E_BxSxD, mask_BxS."""
+        c = self.cfg
+        optional = {}
+        if c.use_source and "source_tokens" in cond:
+            optional["source_tokens_Bxhxw"] = cond["source_tokens"]
+            optional["has_source_B"] = cond.get("has_source")
+        if c.max_history_len > 0 and "history_ids" in cond:
+            optional["history_ids_BxLh"] = cond["history_ids"]
+            optional["history_mask_BxLh"] = cond["history_mask"]
+        return self.encoder(cond["text_ids"], cond["text_mask"], **optional)
+
+    def __call__(self, batch: Mapping[str, jax.Array]) -> jax.Array:
+        """Teacher-forced logits_BxNxV (float32) for ``batch['target_tokens']``."""
+        e_BxSxD, e_mask_BxS = self.encode(batch)
+        target_BxN = batch["target_tokens"].reshape(batch["target_tokens"].shape[0], -1)
+        return self.decoder(shift_right(target_BxN, self.cfg.bos_id), e_BxSxD, e_mask_BxS)
+
+    def memory_kv(self, e_BxSxD: jax.Array) -> tuple[KVCache, ...]:
+        return self.decoder.memory_kv(e_BxSxD)
+
+    def step(self, tokens_in_BxL, index, memory_kvs, e_mask_BxS, caches):
+        """See ``ARDecoder.step``."""
+        return self.decoder.step(tokens_in_BxL, index, memory_kvs, e_mask_BxS, caches)
+
+
+def make_generator(model_cfg: Any) -> Generator:
+    """The Generator for a GeneratorConfig, dict or ConfigDict (unknown keys: ValueError)."""
+    return Generator(as_generator_config(model_cfg))
+
+
+def init_caches(cfg: GeneratorConfig, batch: int) -> tuple[KVCache, ...]:
+    """Empty per-layer self-attention caches (B, N, H, K) for decoding ``batch`` rows."""
+    hk = (cfg.num_heads, cfg.dim // cfg.num_heads)
+    return tuple(
+        init_kv_cache(batch, cfg.num_tokens, *hk, jnp.dtype(cfg.dtype))
+        for _ in range(cfg.dec_layers)
+    )
+
+
+def drop_condition(cond: Mapping[str, jax.Array], drop_B: jax.Array) -> dict[str, jax.Array]:
+    """Replace the prompt with [BOS, EOS] and mask the history where ``drop_B`` is True."""
+    cond = dict(cond)
+    text_ids, text_mask = cond["text_ids"], cond["text_mask"]
+    length = text_ids.shape[1]
+    null_ids_L = (
+        jnp.full((length,), PAD_ID, text_ids.dtype)
+        .at[:2]
+        .set(jnp.array([BOS_ID, EOS_ID], text_ids.dtype))
+    )
+    null_mask_L = jnp.arange(length) < 2
+    drop_B1 = drop_B[:, None]
+    cond["text_ids"] = jnp.where(drop_B1, null_ids_L, text_ids)
+    cond["text_mask"] = jnp.where(drop_B1, null_mask_L, text_mask.astype(bool))
+    if "history_mask" in cond:
+        cond["history_mask"] = cond["history_mask"].astype(bool) & ~drop_B1
+    return cond
+
+
+def unconditional(cond: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """The classifier-free-guidance unconditional twin of a conditioning dict."""
+    return drop_condition(cond, jnp.ones((cond["text_ids"].shape[0],), bool))
+
+
+def generator_loss(
+    params: Any,
+    batch: Mapping[str, jax.Array],
+    rng: jax.Array | None = None,
+    *,
+    model: Generator,
+    caption_dropout: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean token cross-entropy over the target grid, and metrics.
+
+    ``params``: the model's ``params`` collection (boxed or unboxed). ``rng`` drives
+    caption dropout (required when ``caption_dropout > 0``). Metrics: ``loss`` (= nll),
+    ``token_accuracy`` (argmax == target), ``caption_dropped`` (fraction dropped).
+    """
+    batch = dict(batch)
+    b = batch["text_ids"].shape[0]
+    dropped = jnp.zeros((b,), bool)
+    if caption_dropout > 0.0:
+        if rng is None:
+            raise ValueError("caption_dropout > 0 needs an rng")
+        dropped = jax.random.bernoulli(rng, caption_dropout, (b,))
+        batch = drop_condition(batch, dropped)
+    logits_BxNxV = model.apply({"params": params}, batch)
+    target_BxN = batch["target_tokens"].reshape(b, -1)
+    logp = jax.nn.log_softmax(logits_BxNxV, axis=-1)
+    nll = -jnp.mean(jnp.take_along_axis(logp, target_BxN[..., None], axis=-1))
+    accuracy = jnp.mean(jnp.argmax(logits_BxNxV, axis=-1) == target_BxN)
+    metrics = {
+        "loss": nll,
+        "token_accuracy": accuracy,
+        "caption_dropped": jnp.mean(dropped.astype(jnp.float32)),
+    }
+    return nll, metrics
+
+
+def count_params(params: Any) -> int:
+    """Total number of parameters in a (possibly boxed or abstract) params tree."""
+    leaves = jax.tree.leaves(nn.unbox(params))
+    return int(sum(x.size for x in leaves))
