@@ -18,6 +18,7 @@ from omni_img.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("omni_img.data.commands", "build the built-in dataset or ingest your own images"),
     "train": ("omni_img.trainers.commands", "train one stage from an experiment config"),
+    "tokenize": ("omni_img.trainers.tokenize", "write the token grids of dataset splits once"),
 }
 
 

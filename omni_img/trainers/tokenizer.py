@@ -19,6 +19,7 @@ import numpy as np
 
 from omni_img.config import validate_config
 from omni_img.config.defaults import rules_from_config
+from omni_img.config.saved import load_saved_config, save_config
 from omni_img.evals.images import psnr, save_grid
 from omni_img.models.quantizers import code_statistics
 from omni_img.models.tokenizer import Tokenizer, tokenizer_spec_from_config
@@ -93,6 +94,20 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str):
         checkpointer.close()
 
 
+def load_workdir(workdir: str, mesh_devices: int | None = None):
+    """(config, model, EMA params on host) of a trained tokenizer workdir."""
+    config = load_saved_config(workdir)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    state = restore_state(config, workdir)
+    return config, build_model(config), jax.device_get(state.ema_params)
+
+
+def text_field(value) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def restore_params(config: ml_collections.ConfigDict, workdir: str):
     """Params (not EMA) of the latest checkpoint of `workdir`."""
     return restore_state(config, workdir).params
@@ -112,6 +127,7 @@ def train(
     rules = rules_from_config(config)
     workdir_path = pathlib.Path(workdir)
     workdir_path.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir_path)
 
     # ---------------------------------------------------------------- Data
     if train_source is None:
@@ -187,7 +203,7 @@ def train(
     )
     writer.close()
     if jax.process_index() == 0:
-        (workdir_path / "tokenizer_eval.json").write_text(json.dumps(report, indent=2))
+        (workdir_path / "tokenizer_eval.json").writetext_field(json.dumps(report, indent=2))
     return report
 
 
@@ -245,5 +261,4 @@ def evaluate(model, params, source, config, workdir: pathlib.Path) -> dict:
 
 
 def _task_name(record) -> str:
-    task = record.get("task", "image") if hasattr(record, "get") else "image"
-    return task.decode() if isinstance(task, bytes) else str(task)
+    return text_field(record.get("task", "image")) if hasattr(record, "get") else "image"

@@ -1,0 +1,27 @@
+"""The resolved config of a run, saved in its workdir as JSON and read back."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+
+from omni_img.errors import UserError
+
+CONFIG_FILE = "config.json"
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list))
+
+
+def load_saved_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{workdir} holds no {CONFIG_FILE}: is it the workdir of a training run?")
+    try:
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None

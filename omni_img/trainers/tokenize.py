@@ -1,0 +1,69 @@
+"""`omni-img tokenize`: write the token grids of a dataset split once, for the generator.
+
+omni-img tokenize --tokenizer runs/tokenizer_tiny --split train --out runs/tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from omni_img.data.tokenized import TEXT_FIELDS, write_split
+from omni_img.trainers.tokenizer import image_to_float, load_workdir, text_field
+from omni_img.training.sources import open_split
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokenizer", required=True, help="workdir of a trained tokenizer")
+    parser.add_argument("--split", action="append", help="split(s) to tokenize (repeatable)")
+    parser.add_argument("--out", required=True, help="directory for the tokenized splits")
+    parser.add_argument("--batch_size", type=int, default=256)
+
+
+def main(args: argparse.Namespace) -> int:
+    for split in args.split or ["train", "validation", "test"]:
+        metadata = tokenize_split(args.tokenizer, split, args.out, args.batch_size)
+        print(f"tokenized {split}: {metadata['count']} records, grid {metadata['grid']}")
+    return 0
+
+
+def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256) -> dict:
+    """Encode every image (and edit source) of `split` to token grids; write them to
+    `out_dir` (see omni_img.data.tokenized). Returns the split's metadata."""
+    config, model, params = load_workdir(workdir)
+    source = open_split(config.data, split)
+    encode = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))
+    grid = (model.spec.grid_size, model.spec.grid_size)
+
+    def records():
+        for start in tqdm(range(0, len(source), batch_size), desc=f"tokenize {split}"):
+            rows = [source[i] for i in range(start, min(start + batch_size, len(source)))]
+            targets = np.asarray(encode(params, np.stack([r["image"] for r in rows])))
+            has_source = np.asarray([text_field(r.get("task")) == "edit" for r in rows])
+            sources = np.zeros_like(targets)
+            if has_source.any():
+                edit_images = np.stack([r["source_image"] for r in rows])
+                sources = np.where(
+                    has_source[:, None, None], np.asarray(encode(params, edit_images)), 0
+                )
+            for row, target, source_tokens, edit in zip(rows, targets, sources, has_source):
+                yield {
+                    "target_tokens": target.astype(np.int16),
+                    "source_tokens": source_tokens.astype(np.int16),
+                    "has_source": bool(edit),
+                    "index": int(row.get("index", 0)),
+                    **{field: text_field(row.get(field, "")) for field in TEXT_FIELDS},
+                }
+
+    return write_split(
+        out_dir,
+        split,
+        records(),
+        grid=grid,
+        num_codes=model.spec.num_codes,
+        extra_metadata={"tokenizer_workdir": str(pathlib.Path(workdir).absolute())},
+    )
