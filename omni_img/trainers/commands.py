@@ -10,6 +10,7 @@ from omni_img.errors import UserError
 # config.stage -> module with `train(config, workdir) -> report`
 TRAINERS = {
     "tokenizer": "omni_img.trainers.tokenizer",
+    "generator": "omni_img.trainers.generator",
 }
 
 ACCEPTS_CONFIG_OVERRIDES = True

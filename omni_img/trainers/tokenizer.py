@@ -23,15 +23,11 @@ from omni_img.config.saved import load_saved_config, save_config
 from omni_img.evals.images import psnr, save_grid
 from omni_img.models.quantizers import code_statistics
 from omni_img.models.tokenizer import Tokenizer, tokenizer_spec_from_config
-from omni_img.sharding import make_mesh, mesh_context
-from omni_img.training.checkpoint import Checkpointer, restore_initial_state
-from omni_img.training.data import batch_shardings, make_train_iterator, to_global_batch
-from omni_img.training.loop import run_loop
+from omni_img.sharding import make_mesh
+from omni_img.training.data import make_train_iterator
+from omni_img.training.fit import fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
-from omni_img.training.optim import learning_rate_schedule, make_optimizer
 from omni_img.training.sources import open_split
-from omni_img.training.state import create_sharded_state, state_shardings
-from omni_img.training.step import jit_train_step
 
 
 def image_to_float(images_uint8: jax.Array) -> jax.Array:
@@ -81,17 +77,9 @@ def _init_fn(model: Tokenizer, config):
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str):
     """The latest checkpoint of `workdir`, laid out on this process's devices and mesh."""
-    mesh = make_mesh(config.mesh)
     model = build_model(config)
-    tx = make_optimizer(config.optim, config.num_steps)
-    abstract_state, _ = state_shardings(
-        _init_fn(model, config), tx, mesh, rules_from_config(config)
-    )
-    checkpointer = Checkpointer(workdir, config.checkpoint)
-    try:
-        return checkpointer.restore(abstract_state)
-    finally:
-        checkpointer.close()
+    mesh = make_mesh(config.mesh)
+    return restore_latest(config, workdir, _init_fn(model, config), mesh, rules_from_config(config))
 
 
 def load_workdir(workdir: str, mesh_devices: int | None = None):
@@ -145,49 +133,22 @@ def train(
     size = config.model.image_size
     init_params = _init_fn(model, config)
 
-    # ---------------------------------------------------------------- Shard
-    tx = make_optimizer(config.optim, config.num_steps)
-    schedule = learning_rate_schedule(config.optim, config.num_steps)
-    abstract_state, shardings = state_shardings(init_params, tx, mesh, rules)
-    example_batch = {"image": np.zeros((config.batch_size, size, size, 3), np.uint8)}
-
-    # ---------------------------------------------------------------- Step
-    loss_fn = functools.partial(tokenizer_loss, model=model, loss_weights=config.loss)
-    step_fn = jit_train_step(
-        loss_fn, tx, schedule, config, mesh, shardings, batch_shardings(example_batch, mesh)
-    )
-
-    # ---------------------------------------------------------------- Restore
-    checkpointer = Checkpointer(workdir_path, config.checkpoint)
-    state, origin = restore_initial_state(
-        checkpointer,
-        config,
-        abstract_state,
-        lambda: create_sharded_state(init_params, tx, mesh, rules, config.seed),
-        data_iterator,
-    )
-    print(f"tokenizer: {origin}; mesh {dict(mesh.shape)}", flush=True)
-
-    # ---------------------------------------------------------------- Loop
+    # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
-    with mesh_context(mesh, rules):
-        result = run_loop(
-            state=state,
-            step_fn=step_fn,
-            batches=data_iterator,
-            to_device=lambda batch: to_global_batch(batch, mesh),
-            num_steps=config.num_steps,
-            checkpointer=checkpointer,
-            data_iterator=data_iterator,
-            writer=writer,
-            log_every=config.log_every,
-            examples_per_step=config.batch_size,
-            profile_steps=config.profile_steps,
-            profile_dir=str(workdir_path / "profile"),
-            max_seconds=config.max_minutes * 60.0,
-            description="tokenizer",
-        )
-    checkpointer.close()
+    example_batch = {"image": np.zeros((config.batch_size, size, size, 3), np.uint8)}
+    loss_fn = functools.partial(tokenizer_loss, model=model, loss_weights=config.loss)
+    result = fit(
+        config,
+        workdir_path,
+        mesh=mesh,
+        rules=rules,
+        init_params=init_params,
+        loss_fn=loss_fn,
+        example_batch=example_batch,
+        data_iterator=data_iterator,
+        writer=writer,
+        description="tokenizer",
+    )
 
     # ---------------------------------------------------------------- Eval
     if eval_source is None:
@@ -203,7 +164,7 @@ def train(
     )
     writer.close()
     if jax.process_index() == 0:
-        (workdir_path / "tokenizer_eval.json").writetext_field(json.dumps(report, indent=2))
+        (workdir_path / "tokenizer_eval.json").write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -9,6 +9,7 @@ batch.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,7 +37,8 @@ def make_train_iterator(
 ) -> grain.DatasetIterator:
     """A checkpointable iterator of per-process batches (dicts of NumPy arrays).
 
-    `source` is any random-access source (`len`, `[i]`), e.g. `tfds.data_source(...)`.
+    `source` is any random-access source (`len`, `[i]`), e.g. `tfds.data_source(...)`,
+    or a grain MapDataset (e.g. an infinite task mixture).
     `transform` maps one record to the arrays the step needs (cheap NumPy only).
     `num_epochs=None` repeats forever.
     """
@@ -46,10 +48,14 @@ def make_train_iterator(
         raise ValueError(
             f"global batch {global_batch_size} not divisible by {process_count} processes"
         )
-    dataset = grain.MapDataset.source(source)[process_index::process_count]
+    if not isinstance(source, grain.MapDataset):
+        source = grain.MapDataset.source(source)
+    dataset = source[process_index::process_count]
     if shuffle:
         dataset = dataset.shuffle(seed=seed)
-    dataset = dataset.repeat(num_epochs).map(transform)
+    if len(dataset) < sys.maxsize:  # an already infinite dataset (a mixture) is not repeated
+        dataset = dataset.repeat(num_epochs)
+    dataset = dataset.map(transform)
     dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True)
     iterable = dataset.to_iter_dataset()
     if worker_count > 0:
