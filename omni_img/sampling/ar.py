@@ -47,6 +47,8 @@ class SamplingConfig:
         return self.cfg_scale != 1.0
 
 
+DEFAULT_SAMPLING = SamplingConfig()
+
 # --------------------------------------------------------------------------- token choice
 
 
@@ -183,7 +185,7 @@ def sample(
     params: Any,
     cond: Mapping[str, Any],
     rng: jax.Array,
-    scfg: SamplingConfig = SamplingConfig(),
+    scfg: SamplingConfig = DEFAULT_SAMPLING,
     *,
     cached: bool = True,
 ) -> jax.Array:
@@ -205,7 +207,7 @@ def stream_rows(
     params: Any,
     cond: Mapping[str, Any],
     rng: jax.Array,
-    scfg: SamplingConfig = SamplingConfig(),
+    scfg: SamplingConfig = DEFAULT_SAMPLING,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row, tokens (B, w) int32 numpy)`` for each token row as it finishes.
 

@@ -15,6 +15,15 @@ def _block(**kw):
     return tf.Block(num_heads=H, head_dim=D // H, mlp_dim=64, **kw)
 
 
+def _init(module, *args):
+    return jax.jit(module.init)(jax.random.key(1), *args)
+
+
+def _apply(module, variables, *args, **kw):
+    """module.apply, jitted: eager flax dispatch is slow on two shared cores."""
+    return jax.jit(lambda v, a, k: module.apply(v, *a, **k))(variables, args, kw)
+
+
 def _inputs():
     kx, km = jax.random.split(jax.random.key(0))
     x_BxLxD = jax.random.normal(kx, (B, L, D))
@@ -26,8 +35,8 @@ def _inputs():
 def test_block_shapes_and_logical_axes():
     x, mem, mask = _inputs()
     block = _block(causal=True, cross_attention=True, use_rope=True)
-    variables = block.init(jax.random.key(1), x, mem, mask)
-    y, cache = block.apply(variables, x, mem, mask)
+    variables = _init(block, x, mem, mask)
+    y, cache = _apply(block, variables, x, mem, mask)
     assert y.shape == x.shape and cache is None
     leaves = jax.tree.leaves(variables["params"], is_leaf=lambda v: isinstance(v, nn.Partitioned))
     assert leaves and all(isinstance(v, nn.Partitioned) for v in leaves)
@@ -39,8 +48,8 @@ def test_block_shapes_and_logical_axes():
 def test_cached_decoding_equals_full_causal_pass(mlp_kind):
     x, mem, mask = _inputs()
     block = _block(causal=True, cross_attention=True, use_rope=True, mlp_kind=mlp_kind)
-    variables = block.init(jax.random.key(1), x, mem, mask)
-    full, _ = block.apply(variables, x, mem, mask)
+    variables = _init(block, x, mem, mask)
+    full, _ = _apply(block, variables, x, mem, mask)
 
     mem_kv = block.apply(variables, mem, method=tf.Block.memory_kv)
     cache = tf.init_kv_cache(B, L, H, D // H)
@@ -54,20 +63,20 @@ def test_cached_decoding_equals_full_causal_pass(mlp_kind):
     np.testing.assert_allclose(np.swapaxes(ys, 0, 1), full, atol=1e-5)
 
     # A prefill of 3 tokens then single steps gives the same result too.
-    y3, cache = block.apply(variables, x[:, :3], mem_kv, mask, cache=cache, cache_index=0)
+    y3, cache = _apply(block, variables, x[:, :3], mem_kv, mask, cache=cache, cache_index=0)
     np.testing.assert_allclose(y3, full[:, :3], atol=1e-5)
 
 
 def test_memory_padding_is_ignored_and_kv_form_matches():
     x, mem, mask = _inputs()
     block = _block(cross_attention=True)
-    variables = block.init(jax.random.key(1), x, mem, mask)
-    y, _ = block.apply(variables, x, mem, mask)
+    variables = _init(block, x, mem, mask)
+    y, _ = _apply(block, variables, x, mem, mask)
     garbage = mem.at[0, 3:].set(100.0)  # only padded slots of example 0 change
-    y2, _ = block.apply(variables, x, garbage, mask)
+    y2, _ = _apply(block, variables, x, garbage, mask)
     np.testing.assert_allclose(y, y2, atol=1e-5)
     kv = block.apply(variables, mem, method=tf.Block.memory_kv)
-    y3, _ = block.apply(variables, x, kv, mask)
+    y3, _ = _apply(block, variables, x, kv, mask)
     np.testing.assert_allclose(y, y3, atol=1e-6)
 
 
@@ -75,9 +84,9 @@ def test_bidirectional_sees_the_future_and_causal_does_not():
     x, _, _ = _inputs()
     for causal in (False, True):
         block = _block(causal=causal)
-        variables = block.init(jax.random.key(1), x)
-        y, _ = block.apply(variables, x)
-        y2, _ = block.apply(variables, x.at[:, -1].set(5.0))
+        variables = _init(block, x)
+        y, _ = _apply(block, variables, x)
+        y2, _ = _apply(block, variables, x.at[:, -1].set(5.0))
         changed = not np.allclose(y[:, 0], y2[:, 0], atol=1e-6)
         assert changed == (not causal)
 
@@ -100,14 +109,14 @@ def test_remat_block_and_bf16_compute():
     block = nn.remat(tf.Block)(
         num_heads=H, head_dim=D // H, mlp_dim=64, cross_attention=True, dtype=jnp.bfloat16
     )
-    variables = block.init(jax.random.key(1), x, mem, mask)
+    variables = _init(block, x, mem, mask)
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables))
 
     def loss(p):
         y, _ = block.apply(p, x, mem, mask)
         return jnp.sum(y.astype(jnp.float32) ** 2)
 
-    grads = jax.grad(loss)(variables)
+    grads = jax.jit(jax.grad(loss))(variables)
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
     kv = block.apply(variables, mem, method=tf.Block.memory_kv)
     assert kv.k.shape == (B, S, H, D // H)
