@@ -24,6 +24,7 @@ near-singular product). Covariances divide by N - 1 like pytorch-fid and the ADM
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -109,6 +110,23 @@ def pil_bicubic_resize(images_BxHxWx3: np.ndarray, size: int = INPUT_SIZE) -> np
     return np.clip(out, 0.0, 255.0)
 
 
+_COMPILED_RESIZE: dict[tuple[Any, ...], Any] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_network(devices: tuple[Any, ...]):
+    """jit(params, x_Bx299x299x3 -> features_BxF), batch split over `devices`."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from omni_img.models import inception
+
+    mesh = Mesh(np.array(devices), ("data",))
+    data = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(inception.apply_fn(), in_shardings=(replicated, data), out_shardings=data)
+
+
 class FeatureExtractor:
     """Images -> pool_3 features, with batches sharded over all (or the given) devices.
 
@@ -127,8 +145,6 @@ class FeatureExtractor:
         import jax
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        from omni_img.models import inception
-
         self.preprocessing = get_preprocessing(preprocessing)
         devices = list(devices if devices is not None else jax.devices())
         self.mesh = Mesh(np.array(devices), ("data",))
@@ -137,39 +153,39 @@ class FeatureExtractor:
         self._data = NamedSharding(self.mesh, PartitionSpec("data"))
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.params = jax.device_put(params, replicated)
-        self._apply = inception.apply_fn()
-        self._compiled: dict[tuple[int, int], Any] = {}
-        self._replicated = replicated
+        # Compiled functions are shared by all extractors on the same devices.
+        self._network = _compiled_network(tuple(devices))
 
-    def _function(self, height: int, width: int):
+    def _resize(self, height: int, width: int):
+        """Jitted (B, H, W, 3) [0, 255] -> (B, 299, 299, 3) network input, one per size.
+
+        Kept apart from the network so that a new image size compiles only this.
+        """
         import jax
         import jax.numpy as jnp
 
-        key = (height, width)
-        if key in self._compiled:
-            return self._compiled[key]
+        key = (tuple(self.mesh.devices.flat), self.preprocessing.name, height, width)
+        if key in _COMPILED_RESIZE:
+            return _COMPILED_RESIZE[key]
         pre = self.preprocessing
         resize = pre.resize if pre.resize != "pil_bicubic_float" else None
         identity = (height, width) == (INPUT_SIZE, INPUT_SIZE)
-        if resize and not identity:
+        if not resize and not identity:
+            raise ValueError(f"{pre.name}: images must be resized to 299 on the host first")
+        if not identity:
             r_h = jnp.asarray(resize_matrix(height, INPUT_SIZE, resize), jnp.float32)
             r_w = jnp.asarray(resize_matrix(width, INPUT_SIZE, resize), jnp.float32)
-        elif (height, width) != (INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"{pre.name}: images must be resized to 299 on the host first")
         highest = jax.lax.Precision.HIGHEST
 
-        def features(params, images_BxHxWx3):
+        def prepare(images_BxHxWx3):
             x = images_BxHxWx3.astype(jnp.float32)
-            if resize and not identity:
+            if not identity:  # both bilinear references leave 299x299 input unchanged
                 x = jnp.einsum("oh,bhwc->bowc", r_h, x, precision=highest)
                 x = jnp.einsum("pw,bowc->bopc", r_w, x, precision=highest)
-            x = (x - pre.offset) / pre.scale
-            return self._apply(params, x)
+            return (x - pre.offset) / pre.scale
 
-        fn = jax.jit(
-            features, in_shardings=(self._replicated, self._data), out_shardings=self._data
-        )
-        self._compiled[key] = fn
+        fn = jax.jit(prepare, in_shardings=self._data, out_shardings=self._data)
+        _COMPILED_RESIZE[key] = fn
         return fn
 
     def __call__(self, images_BxHxWx3: np.ndarray) -> np.ndarray:
@@ -186,8 +202,8 @@ class FeatureExtractor:
             pad = self.batch_size - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            fn = self._function(*chunk.shape[1:3])
-            feats = fn(self.params, jax.device_put(chunk, self._data))
+            x = self._resize(*chunk.shape[1:3])(jax.device_put(chunk, self._data))
+            feats = self._network(self.params, x)
             out.append(np.asarray(feats)[: self.batch_size - pad])
         if not out:
             return np.zeros((0, FEATURE_DIM), np.float32)

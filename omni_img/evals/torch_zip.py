@@ -194,7 +194,12 @@ def _load_zip(path: str) -> Any:
 def _load_legacy(path: str) -> Any:
     source = os.path.basename(path)
     with open(path, "rb") as f:
-        header = [_unpickle_plain(f, source) for _ in range(3)]
+        try:
+            header = [_unpickle_plain(f, source) for _ in range(3)]
+        except UnsafePickleError:
+            raise
+        except (EOFError, pickle.UnpicklingError, ValueError, IndexError) as error:
+            raise ValueError(f"{path}: not a torch checkpoint ({error})") from None
         if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
             raise ValueError(f"{path}: not a torch checkpoint (no zip, no legacy magic)")
         # The storages' bytes follow the object pickle and their element sizes are only

@@ -359,6 +359,24 @@ def _leaves(tree: Any) -> list[tuple[Any, Any]]:
     return jax.tree_util.tree_flatten_with_path(tree)[0]
 
 
+def random_params(seed: int = 0) -> dict[str, Any]:
+    """Random weights with FID Inception shapes (He-scaled kernels, identity BN), built
+    with NumPy from the shapes alone: `init` would run a full 299x299 forward pass."""
+    shapes = jax.eval_shape(
+        lambda: FIDInceptionV3().init(jax.random.PRNGKey(0), jnp.zeros((1, 299, 299, 3)))
+    )["params"]
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, shape):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = int(np.prod(shape.shape[:3]))
+            return (rng.standard_normal(shape.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        return np.full(shape.shape, 1.0 if name in ("gamma", "var") else 0.0, np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
 def apply_fn(dtype: Any = jnp.float32) -> Callable[[Any, jax.Array], jax.Array]:
     """`f(params, x_Bx299x299x3) -> features_BxF`, ready for `jax.jit`."""
     model = FIDInceptionV3(dtype=dtype)
