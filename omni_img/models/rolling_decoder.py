@@ -293,11 +293,15 @@ class BandBlock(nn.Module):
         return self.cross.memory_kv(mem_BxMxD)
 
     def __call__(
-        self, x_BxLxD, temb_BxLxD, self_mask_Bx1xLxS, cache, cache_index, mem, cross_mask_BxLxM
+        self, x_BxLxD, temb_BxnxD, self_mask_Bx1xLxS, cache, cache_index, mem, cross_mask_BxLxM
     ):
         """One block: returns the new tokens (B, L, D) and the cache with this call's keys
         and values written at `cache_index` (None without a cache)."""
-        mods = jnp.split(self.ada(nn.silu(temb_BxLxD)), 6, axis=-1)
+        # The modulation depends on the band's noise level only: compute it per band, then
+        # spread it over the band's P tokens (a per-token dense would cost P times more).
+        p_tok = x_BxLxD.shape[1] // temb_BxnxD.shape[1]
+        mods_BxnxD = jnp.split(self.ada(nn.silu(temb_BxnxD)), 6, axis=-1)
+        mods = [jnp.repeat(m, p_tok, axis=1) for m in mods_BxnxD]
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods
         y = self.norm_self(x_BxLxD) * (1 + scale_a) + shift_a
         y, cache = self.attn(y, mask=self_mask_Bx1xLxS, cache=cache, cache_index=cache_index)
@@ -443,7 +447,6 @@ class RollingDecoder(nn.Module):
         h_BxLxD = _constrain_tokens(h_BxLxD)
 
         temb_BxnxD = self.time_out(nn.silu(self.time_in(timestep_embedding(t_Bxn, c.dim))))
-        temb_BxLxD = jnp.repeat(temb_BxnxD.astype(h_BxLxD.dtype), p_tok, axis=1)
 
         # Self-attention: band-causal over absolute band indices. With a cache the keys
         # are its N·P slots (slots below this call's bands are hidden by SelfAttention).
@@ -465,7 +468,7 @@ class RollingDecoder(nn.Module):
             layer_cache = None if cache is None else KVCache(k=cache.k[i], v=cache.v[i])
             h_BxLxD, layer_cache = blk(
                 h_BxLxD,
-                temb_BxLxD,
+                temb_BxnxD,
                 self_mask,
                 layer_cache,
                 cache_index,
@@ -476,7 +479,8 @@ class RollingDecoder(nn.Module):
                 new_k.append(layer_cache.k)
                 new_v.append(layer_cache.v)
 
-        shift, scale = jnp.split(self.final_ada(nn.silu(temb_BxLxD)), 2, axis=-1)
+        ada_Bxnx2D = self.final_ada(nn.silu(temb_BxnxD))
+        shift, scale = (jnp.repeat(m, p_tok, axis=1) for m in jnp.split(ada_Bxnx2D, 2, axis=-1))
         y_BxLxF = self.out(self.final_norm(h_BxLxD) * (1 + scale) + shift)
         v_BxnxRxWx3 = unpatchify(
             y_BxLxF.astype(jnp.float32), n, c.band_height, c.image_width, c.patch_size

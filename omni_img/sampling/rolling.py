@@ -127,20 +127,42 @@ class SamplerState:
 def initial_state(cfg: RollingDecoderConfig, rng: jax.Array, batch: int) -> SamplerState:
     """Per-band initial noise from fold_in(rng, band), zero cache, zero counters."""
     shape = (batch, cfg.band_height, cfg.image_width, 3)
-    noise = [jax.random.normal(jax.random.fold_in(rng, g), shape, jnp.float32)
-             for g in range(cfg.num_bands)]
+    noise = [
+        jax.random.normal(jax.random.fold_in(rng, g), shape, jnp.float32)
+        for g in range(cfg.num_bands)
+    ]
     heads = cfg.num_heads
-    cache_shape = (cfg.num_layers, batch, cfg.num_bands * cfg.patches_per_band, heads,
-                   cfg.dim // heads)
+    cache_shape = (
+        cfg.num_layers,
+        batch,
+        cfg.num_bands * cfg.patches_per_band,
+        heads,
+        cfg.dim // heads,
+    )
     zeros = jnp.zeros(cache_shape, jnp.dtype(cfg.dtype))
-    return SamplerState(bands=jnp.stack(noise, axis=1), cache_k=zeros, cache_v=zeros,
-                        calls=jnp.zeros((), jnp.int32),
-                        steps=jnp.zeros((cfg.num_bands,), jnp.int32))
+    return SamplerState(
+        bands=jnp.stack(noise, axis=1),
+        cache_k=zeros,
+        cache_v=zeros,
+        calls=jnp.zeros((), jnp.int32),
+        steps=jnp.zeros((cfg.num_bands,), jnp.int32),
+    )
 
 
-def _step(model: RollingDecoder, params: Any, cfg: RollingDecoderConfig, memory: Memory,
-          state: SamplerState, p: jax.Array, lo: jax.Array, i: jax.Array, *, size: int,
-          steps: int, commit: bool) -> SamplerState:
+def _step(
+    model: RollingDecoder,
+    params: Any,
+    cfg: RollingDecoderConfig,
+    memory: Memory,
+    state: SamplerState,
+    p: jax.Array,
+    lo: jax.Array,
+    i: jax.Array,
+    *,
+    size: int,
+    steps: int,
+    commit: bool,
+) -> SamplerState:
     """One global step: one model call, every band of the window one Euler notch lower."""
     k = cfg.steps_per_band
     b = state.bands.shape[0]
@@ -158,15 +180,21 @@ def _step(model: RollingDecoder, params: Any, cfg: RollingDecoderConfig, memory:
         ids = jnp.concatenate([jnp.reshape(lo - 1, (1,)).astype(jnp.int32), ids])
     # Writes the call's keys/values into the cache slots of its bands: the clean band's
     # stay for good (later calls start below it), the noisy ones are rewritten each step.
-    v, cache = model.apply(params, x_in, t_in, ids, memory,
-                           KVCache(k=state.cache_k, v=state.cache_v), method="denoise")
+    v, cache = model.apply(
+        params, x_in, t_in, ids, memory, KVCache(k=state.cache_k, v=state.cache_v), method="denoise"
+    )
     if commit:
         v = v[:, 1:]
     x_win = x_win - v / k  # Euler: Δt = −1/K
     bands = jax.lax.dynamic_update_slice_in_dim(state.bands, x_win, lo, axis=1)
     steps_n = jax.lax.dynamic_slice_in_dim(state.steps, lo, size) + 1
-    return SamplerState(bands=bands, cache_k=cache.k, cache_v=cache.v, calls=state.calls + 1,
-                        steps=jax.lax.dynamic_update_slice_in_dim(state.steps, steps_n, lo, 0))
+    return SamplerState(
+        bands=bands,
+        cache_k=cache.k,
+        cache_v=cache.v,
+        calls=state.calls + 1,
+        steps=jax.lax.dynamic_update_slice_in_dim(state.steps, steps_n, lo, 0),
+    )
 
 
 def _phase(model, params, cfg, memory, state, p, lo, *, size: int, steps: int, commit: bool):
@@ -195,13 +223,13 @@ def _groups(plan: tuple[Phase, ...]) -> list[list[Phase]]:
 
 def _sample(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, rng, *, cfg, mode):
     model = RollingDecoder(cfg)
-    memory = model.apply(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS,
-                         method="encode_memory")
+    memory = model.apply(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, method="encode_memory")
     state = initial_state(cfg, rng, tokens_Bxhxw.shape[0])
     for group in _groups(phase_plan(cfg, mode)):
         head = group[0]
-        run = functools.partial(_phase, model, params, cfg, memory, size=head.size,
-                                steps=head.steps, commit=head.commit)
+        run = functools.partial(
+            _phase, model, params, cfg, memory, size=head.size, steps=head.steps, commit=head.commit
+        )
         if len(group) == 1:
             state = run(state, jnp.int32(head.index), jnp.int32(head.lo))
         else:
@@ -219,9 +247,15 @@ def make_sampler(cfg: RollingDecoderConfig, mode: str):
     return jax.jit(functools.partial(_sample, cfg=cfg, mode=mode))
 
 
-def sample(params: Any, cfg: RollingDecoderConfig, tokens_Bxhxw: jax.Array,
-           text_emb_BxSxE: jax.Array, text_mask_BxS: jax.Array, rng: jax.Array,
-           mode: str = "rolling") -> tuple[jax.Array, dict[str, jax.Array]]:
+def sample(
+    params: Any,
+    cfg: RollingDecoderConfig,
+    tokens_Bxhxw: jax.Array,
+    text_emb_BxSxE: jax.Array,
+    text_mask_BxS: jax.Array,
+    rng: jax.Array,
+    mode: str = "rolling",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Decodes a token grid into an image.
 
     tokens: (B, h, w) int32; text_emb: (B, S, E); text_mask: (B, S) bool; rng: a key.
@@ -234,11 +268,15 @@ def sample(params: Any, cfg: RollingDecoderConfig, tokens_Bxhxw: jax.Array,
 
 def _check_inputs(cfg: RollingDecoderConfig, tokens_shape, text_shape) -> None:
     if tuple(tokens_shape[1:]) != (cfg.token_rows, cfg.token_cols):
-        raise UserError(f"rolling decoder: token grid {tuple(tokens_shape[1:])} does not match "
-                        f"the config's {(cfg.token_rows, cfg.token_cols)}")
+        raise UserError(
+            f"rolling decoder: token grid {tuple(tokens_shape[1:])} does not match "
+            f"the config's {(cfg.token_rows, cfg.token_cols)}"
+        )
     if text_shape[-1] != cfg.text_dim:
-        raise UserError(f"rolling decoder: text embeddings have width {text_shape[-1]}, "
-                        f"the config says text_dim={cfg.text_dim}")
+        raise UserError(
+            f"rolling decoder: text embeddings have width {text_shape[-1]}, "
+            f"the config says text_dim={cfg.text_dim}"
+        )
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -247,8 +285,7 @@ def _check_inputs(cfg: RollingDecoderConfig, tokens_shape, text_shape) -> None:
 @functools.lru_cache(maxsize=32)
 def _jitted_memory(cfg: RollingDecoderConfig):
     model = RollingDecoder(cfg)
-    return jax.jit(lambda params, t, e, m: model.apply(params, t, e, m,
-                                                       method="encode_memory"))
+    return jax.jit(lambda params, t, e, m: model.apply(params, t, e, m, method="encode_memory"))
 
 
 @functools.lru_cache(maxsize=128)
@@ -256,8 +293,9 @@ def _jitted_phase(cfg: RollingDecoderConfig, size: int, steps: int, commit: bool
     model = RollingDecoder(cfg)
 
     def run(params, memory, state, p, lo):
-        return _phase(model, params, cfg, memory, state, p, lo, size=size, steps=steps,
-                      commit=commit)
+        return _phase(
+            model, params, cfg, memory, state, p, lo, size=size, steps=steps, commit=commit
+        )
 
     return jax.jit(run, donate_argnums=(2,))
 
@@ -267,9 +305,15 @@ def _jitted_init(cfg: RollingDecoderConfig, batch: int):
     return jax.jit(lambda rng: initial_state(cfg, rng, batch))
 
 
-def stream(params: Any, cfg: RollingDecoderConfig, token_rows: Iterable[Any],
-           text_emb_BxSxE: jax.Array, text_mask_BxS: jax.Array, rng: jax.Array,
-           mode: str = "sequential") -> Iterator[tuple[int, np.ndarray]]:
+def stream(
+    params: Any,
+    cfg: RollingDecoderConfig,
+    token_rows: Iterable[Any],
+    text_emb_BxSxE: jax.Array,
+    text_mask_BxS: jax.Array,
+    rng: jax.Array,
+    mode: str = "sequential",
+) -> Iterator[tuple[int, np.ndarray]]:
     """Decodes while the tokens are still being produced; yields bands as they finish.
 
     token_rows: an iterable of finished token rows, top to bottom, each (B, w) or (w,)
@@ -294,15 +338,17 @@ def stream(params: Any, cfg: RollingDecoderConfig, token_rows: Iterable[Any],
             while have < need:
                 row = next(rows, None)
                 if row is None:
-                    raise UserError(f"rolling decoder: the token source ended after {have} of "
-                                    f"{cfg.token_rows} rows")
+                    raise UserError(
+                        f"rolling decoder: the token source ended after {have} of "
+                        f"{cfg.token_rows} rows"
+                    )
                 row = np.asarray(row, np.int32)
-                tokens[:, have] = np.broadcast_to(row.reshape(-1, cfg.token_cols)
-                                                  if row.ndim > 1 else row,
-                                                  (batch, cfg.token_cols))
+                tokens[:, have] = np.broadcast_to(
+                    row.reshape(-1, cfg.token_cols) if row.ndim > 1 else row,
+                    (batch, cfg.token_cols),
+                )
                 have += 1
-            memory = _jitted_memory(cfg)(params, jnp.asarray(tokens), text_emb_BxSxE,
-                                         text_mask_BxS)
+            memory = _jitted_memory(cfg)(params, jnp.asarray(tokens), text_emb_BxSxE, text_mask_BxS)
         run = _jitted_phase(cfg, ph.size, ph.steps, ph.commit)
         state = run(params, memory, state, jnp.int32(ph.index), jnp.int32(ph.lo))
         g = ph.index - w_size + 1
@@ -310,5 +356,6 @@ def stream(params: Any, cfg: RollingDecoderConfig, token_rows: Iterable[Any],
             bands = np.array(state.bands[:, : g + 1])  # blocks until band g is done
             image = np.zeros((batch, cfg.image_height, cfg.image_width, 3), np.float32)
             image[:, : (g + 1) * cfg.band_height] = np.clip(
-                bands.reshape(batch, -1, cfg.image_width, 3), -1.0, 1.0)
+                bands.reshape(batch, -1, cfg.image_width, 3), -1.0, 1.0
+            )
             yield g, image

@@ -16,9 +16,21 @@ from omni_img.models.transformer import KVCache
 from omni_img.sharding import make_mesh, mesh_context
 from omni_img.sharding.rules import DEFAULT_RULES
 
-TINY = dict(image_height=32, image_width=32, num_bands=4, steps_per_band=4, window=2,
-            token_rows=8, token_cols=8, codebook_size=64, text_dim=16, dim=32, num_layers=1,
-            num_heads=2, lookahead_rows=1)
+TINY = dict(
+    image_height=32,
+    image_width=32,
+    num_bands=4,
+    steps_per_band=4,
+    window=2,
+    token_rows=8,
+    token_cols=8,
+    codebook_size=64,
+    text_dim=16,
+    dim=32,
+    num_layers=1,
+    num_heads=2,
+    lookahead_rows=1,
+)
 B, S = 2, 5
 
 
@@ -31,14 +43,16 @@ def randomized(params, seed=0, scale=0.3):
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
+        treedef, [scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    )
 
 
 def inputs(cfg, seed=1, batch=B):
     ks = jax.random.split(jax.random.key(seed), 4)
     x = jax.random.normal(ks[0], (batch, cfg.num_bands, cfg.band_height, cfg.image_width, 3))
-    tokens = jax.random.randint(ks[1], (batch, cfg.token_rows, cfg.token_cols), 0,
-                                cfg.codebook_size)
+    tokens = jax.random.randint(
+        ks[1], (batch, cfg.token_rows, cfg.token_cols), 0, cfg.codebook_size
+    )
     text = jax.random.normal(ks[2], (batch, S, cfg.text_dim))
     mask = jnp.arange(S)[None] < jnp.array([S, 3] * (batch // 2) + [S] * (batch % 2))[:, None]
     return x, tokens, text, mask
@@ -48,7 +62,8 @@ def inputs(cfg, seed=1, batch=B):
 def model_and_params():
     cfg = tiny_cfg()
     params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(cfg, r, batch=B)))(
-        jax.random.key(0))
+        jax.random.key(0)
+    )
     return rd.RollingDecoder(cfg), randomized(params)
 
 
@@ -57,22 +72,35 @@ def test_shapes_at_64px_for_both_token_grids(grid):
     cfg = rd.rolling_decoder_config(token_rows=grid, token_cols=grid)
     assert cfg.band_height == 16 and cfg.patches_per_band == 64
     boxed = jax.eval_shape(lambda r: rd.init_rolling_decoder(cfg, r, batch=B), jax.random.key(0))
-    names = {n for leaf in jax.tree.leaves(boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))
-             for n in leaf.names}
+    names = {
+        n
+        for leaf in jax.tree.leaves(boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))
+        for n in leaf.names
+    }
     assert {"embed", "heads", "mlp", "vocab"} <= names
     x, tokens, text, mask = inputs(cfg)
     text = jnp.zeros((B, S, cfg.text_dim))
-    v = jax.eval_shape(rd.RollingDecoder(cfg).apply, nn.unbox(boxed), x,
-                       jnp.zeros((B, cfg.num_bands)), tokens, text, mask)
+    v = jax.eval_shape(
+        rd.RollingDecoder(cfg).apply,
+        nn.unbox(boxed),
+        x,
+        jnp.zeros((B, cfg.num_bands)),
+        tokens,
+        text,
+        mask,
+    )
     assert v.shape == (B, 4, 16, 64, 3) and v.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(num_bands=3), "does not divide image_height"),
-    (dict(window=3), "does not divide steps_per_band"),
-    (dict(patch_size=3), "patch_size"),
-    (dict(num_bandz=2), "unknown config key 'num_bandz'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(num_bands=3), "does not divide image_height"),
+        (dict(window=3), "does not divide steps_per_band"),
+        (dict(patch_size=3), "patch_size"),
+        (dict(num_bandz=2), "unknown config key 'num_bandz'"),
+    ],
+)
 def test_config_errors_name_the_problem(bad, message):
     with pytest.raises(UserError, match=message):
         tiny_cfg(**bad)
@@ -121,11 +149,16 @@ def test_cached_bands_equal_the_full_pass(model_and_params):
 
     memory = model.apply(params, tokens, text, mask, method="encode_memory")
     denoise = jax.jit(lambda *a: model.apply(params, *a, method="denoise"))
-    shape = (cfg.num_layers, B, cfg.num_bands * cfg.patches_per_band, cfg.num_heads,
-             cfg.dim // cfg.num_heads)
+    shape = (
+        cfg.num_layers,
+        B,
+        cfg.num_bands * cfg.patches_per_band,
+        cfg.num_heads,
+        cfg.dim // cfg.num_heads,
+    )
     cache = KVCache(k=jnp.zeros(shape), v=jnp.zeros(shape))
     for g in range(2):  # commit the clean bands 0 and 1
-        _, cache = denoise(x[:, g:g + 1], t[:, g:g + 1], jnp.array([g]), memory, cache)
+        _, cache = denoise(x[:, g : g + 1], t[:, g : g + 1], jnp.array([g]), memory, cache)
     v_win, _ = denoise(x[:, 2:], t[:, 2:], jnp.array([2, 3]), memory, cache)
     np.testing.assert_allclose(v_win, v_full[:, 2:], atol=1e-5, rtol=1e-5)
 
@@ -148,20 +181,27 @@ def test_training_noise_levels():
 def test_loss_decreases_on_tiny_overfit():
     cfg = tiny_cfg(image_height=16, image_width=16, num_bands=2, token_rows=4, token_cols=4)
     params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(cfg, r, batch=4)))(
-        jax.random.key(0))
+        jax.random.key(0)
+    )
     yy, xx = np.mgrid[0:16, 0:16] / 16.0
-    images = np.stack([np.sin(6 * xx + k)[..., None] * np.array([1.0, -0.5, 0.3]) * 0.8
-                       for k in range(4)]).astype(np.float32)
-    batch = dict(image=jnp.asarray(images), tokens=jnp.arange(64).reshape(4, 4, 4) % 64,
-                 text_emb=jnp.ones((4, S, cfg.text_dim)), text_mask=jnp.ones((4, S), bool))
+    images = np.stack(
+        [np.sin(6 * xx + k)[..., None] * np.array([1.0, -0.5, 0.3]) * 0.8 for k in range(4)]
+    ).astype(np.float32)
+    batch = dict(
+        image=jnp.asarray(images),
+        tokens=jnp.arange(64).reshape(4, 4, 4) % 64,
+        text_emb=jnp.ones((4, S, cfg.text_dim)),
+        text_mask=jnp.ones((4, S), bool),
+    )
     tx = optax.adam(3e-3)
     opt = tx.init(params)
     eval_rng = jax.random.key(123)
 
     @jax.jit
     def step(params, opt, rng):
-        (loss, _), grads = jax.value_and_grad(rd.rolling_loss, has_aux=True)(params, batch, rng,
-                                                                              cfg)
+        (loss, _), grads = jax.value_and_grad(rd.rolling_loss, has_aux=True)(
+            params, batch, rng, cfg
+        )
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), opt, loss
 
@@ -183,8 +223,9 @@ def test_loss_accepts_uint8_and_reports_metrics(model_and_params):
     _, tokens, text, mask = inputs(cfg)
     img = jnp.full((B, 32, 32, 3), 255, jnp.uint8)
     batch = dict(image=img, tokens=tokens, text_emb=text, text_mask=mask)
-    loss, metrics = jax.jit(rd.rolling_loss, static_argnums=3)(params, batch, jax.random.key(0),
-                                                               cfg)
+    loss, metrics = jax.jit(rd.rolling_loss, static_argnums=3)(
+        params, batch, jax.random.key(0), cfg
+    )
     assert set(metrics) == {"loss", "noisy_bands", "x0_mse"} and np.isfinite(loss)
     assert 1.0 <= float(metrics["noisy_bands"]) <= cfg.window
 

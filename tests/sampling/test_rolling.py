@@ -13,9 +13,21 @@ from omni_img.errors import UserError
 from omni_img.models import rolling_decoder as rd
 from omni_img.sampling import rolling as rs
 
-TINY = dict(image_height=32, image_width=32, num_bands=4, steps_per_band=4, window=2,
-            token_rows=8, token_cols=8, codebook_size=64, text_dim=16, dim=32, num_layers=1,
-            num_heads=2, lookahead_rows=1)
+TINY = dict(
+    image_height=32,
+    image_width=32,
+    num_bands=4,
+    steps_per_band=4,
+    window=2,
+    token_rows=8,
+    token_cols=8,
+    codebook_size=64,
+    text_dim=16,
+    dim=32,
+    num_layers=1,
+    num_heads=2,
+    lookahead_rows=1,
+)
 B, S = 2, 5
 
 
@@ -25,13 +37,15 @@ def randomized(params, seed=0, scale=0.3):
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
+        treedef, [scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)]
+    )
 
 
 def setup_model(**overrides):
     cfg = rd.rolling_decoder_config(TINY, **overrides)
     params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(cfg, r, batch=B)))(
-        jax.random.key(0))
+        jax.random.key(0)
+    )
     ks = jax.random.split(jax.random.key(1), 2)
     tokens = jax.random.randint(ks[0], (B, cfg.token_rows, cfg.token_cols), 0, cfg.codebook_size)
     text = jax.random.normal(ks[1], (B, S, cfg.text_dim))
@@ -48,15 +62,20 @@ def tiny():
 def sampled(tiny):
     """Both modes on the tiny model, same seed (compiled once for the module)."""
     cfg, params, tokens, text, mask = tiny
-    return {mode: rs.sample(params, cfg, tokens, text, mask, jax.random.key(5), mode)
-            for mode in rs.MODES}
+    return {
+        mode: rs.sample(params, cfg, tokens, text, mask, jax.random.key(5), mode)
+        for mode in rs.MODES
+    }
 
 
-@pytest.mark.parametrize("n, k, w, want", [(4, 8, 2, 20), (4, 8, 4, 14), (4, 8, 8, 11),
-                                           (1, 8, 4, 8), (6, 6, 3, 16), (4, 4, 1, 16)])
+@pytest.mark.parametrize(
+    "n, k, w, want",
+    [(4, 8, 2, 20), (4, 8, 4, 14), (4, 8, 8, 11), (1, 8, 4, 8), (6, 6, 3, 16), (4, 4, 1, 16)],
+)
 def test_call_count_formula(n, k, w, want):
-    cfg = rd.rolling_decoder_config(TINY, num_bands=n, image_height=8 * n, steps_per_band=k,
-                                    window=w)
+    cfg = rd.rolling_decoder_config(
+        TINY, num_bands=n, image_height=8 * n, steps_per_band=k, window=w
+    )
     assert rs.num_model_calls(cfg, "rolling") == want == k + (n - 1) * k // w
     assert rs.num_model_calls(cfg, "sequential") == n * k
     assert rs.steps_per_band(cfg, "rolling") == rs.steps_per_band(cfg, "sequential") == k
@@ -119,8 +138,9 @@ class RowSource:
 
 def _stream(cfg, params, tokens, text, mask, mode, log):
     out = {}
-    for g, image in rs.stream(params, cfg, RowSource(tokens, log), text, mask,
-                              jax.random.key(5), mode):
+    for g, image in rs.stream(
+        params, cfg, RowSource(tokens, log), text, mask, jax.random.key(5), mode
+    ):
         log.append(("band", g))
         out[g] = image
     return out
@@ -136,13 +156,15 @@ def test_stream_first_band_before_last_token_row_and_equal_to_non_streamed(tiny,
     assert first_band < last_row
     # Band 0 started with exactly the rows covering it plus the look-ahead.
     assert [e for e in log[:first_band] if e[0] == "row"] == [
-        ("row", i) for i in range(cfg.rows_needed(0))]
+        ("row", i) for i in range(cfg.rows_needed(0))
+    ]
     # Partial images: finished bands filled, the rest still zero.
-    assert np.all(out[0][:, cfg.band_height:] == 0) and np.any(out[0][:, :cfg.band_height] != 0)
+    assert np.all(out[0][:, cfg.band_height :] == 0) and np.any(out[0][:, : cfg.band_height] != 0)
     want = np.asarray(sampled["sequential"][0])
     np.testing.assert_allclose(out[cfg.num_bands - 1], want, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(out[0][:, :cfg.band_height], want[:, :cfg.band_height],
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        out[0][:, : cfg.band_height], want[:, : cfg.band_height], atol=1e-5, rtol=0
+    )
 
 
 @pytest.mark.slow
@@ -151,8 +173,9 @@ def test_stream_rolling_equals_non_streamed(tiny, sampled):
     log = []
     out = _stream(cfg, params, tokens, text, mask, "rolling", log)
     assert log.index(("band", 0)) < log.index(("row", cfg.token_rows - 1))
-    np.testing.assert_allclose(out[cfg.num_bands - 1], np.asarray(sampled["rolling"][0]),
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        out[cfg.num_bands - 1], np.asarray(sampled["rolling"][0]), atol=1e-5, rtol=0
+    )
 
 
 def test_user_errors(tiny):
@@ -162,7 +185,16 @@ def test_user_errors(tiny):
     with pytest.raises(UserError, match="token grid"):
         rs.sample(params, cfg, tokens[:, :4], text, mask, jax.random.key(0), "rolling")
     with pytest.raises(UserError, match="ended after 2 of 8 rows"):
-        list(rs.stream(params, cfg, iter(np.asarray(tokens).transpose(1, 0, 2)[:2]), text, mask,
-                       jax.random.key(0), "sequential"))
+        list(
+            rs.stream(
+                params,
+                cfg,
+                iter(np.asarray(tokens).transpose(1, 0, 2)[:2]),
+                text,
+                mask,
+                jax.random.key(0),
+                "sequential",
+            )
+        )
     with pytest.raises(UserError, match="does not divide"):
         rs.phase_plan(dataclasses.replace(cfg, window=3), "rolling")
