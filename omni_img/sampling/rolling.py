@@ -300,6 +300,25 @@ def _jitted_phase(cfg: RollingDecoderConfig, size: int, steps: int, commit: bool
     return jax.jit(run, donate_argnums=(2,))
 
 
+def _next_row(rows: Iterator[Any], index: int, batch: int, cfg: RollingDecoderConfig):
+    """Row `index` of the token source as a (B, w) int32 array; UserError if it ran out."""
+    item = next(rows, None)
+    if item is None:
+        raise UserError(
+            f"rolling decoder: the token source ended after {index} of {cfg.token_rows} rows"
+        )
+    if isinstance(item, tuple):
+        got, item = item
+        if got != index:
+            raise UserError(f"rolling decoder: token row {got} arrived where {index} was due")
+    row = np.asarray(item, np.int32)
+    if row.shape not in ((cfg.token_cols,), (batch, cfg.token_cols)):
+        raise UserError(
+            f"rolling decoder: token row of shape {row.shape}, expected ({batch}, {cfg.token_cols})"
+        )
+    return np.broadcast_to(row, (batch, cfg.token_cols))
+
+
 @functools.lru_cache(maxsize=8)
 def _jitted_init(cfg: RollingDecoderConfig, batch: int):
     return jax.jit(lambda rng: initial_state(cfg, rng, batch))
@@ -317,11 +336,15 @@ def stream(
     """Decodes while the tokens are still being produced; yields bands as they finish.
 
     token_rows: an iterable of finished token rows, top to bottom, each (B, w) or (w,)
-    int (e.g. the AR sampler's streaming output). A row is pulled only when a phase's
-    lowest band needs it (rows < cfg.rows_needed(band)); rows not yet pulled are zeros and
-    never attended. Yields (g, image_so_far) for g = 0 … N − 1 as band g becomes clean:
-    image_so_far (B, H, W, 3) float32 numpy in [−1, 1], bands below g zero. Same seed →
-    same image as `sample` with the same mode.
+    int, or (row_index, row) pairs as `omni_img.sampling.ar.stream_rows` yields them. A row
+    is pulled only when a phase's lowest band needs it (rows < cfg.rows_needed(band)); rows
+    not yet pulled are zeros and never attended. Yields (g, image_so_far) for g = 0 … N − 1
+    as band g becomes clean: image_so_far (B, H, W, 3) float32 numpy in [−1, 1], bands
+    below g zero. Same seed → same image as `sample` with the same mode.
+
+    The default mode is sequential: its first band is ready after K of N·K calls, while a
+    rolling window holds band 0 back until the window has filled ((W+1)/(2N) of the
+    work for W ≤ N).
     """
     plan = phase_plan(cfg, mode)
     w_size = window_size(cfg, mode)
@@ -336,17 +359,7 @@ def stream(
         need = cfg.rows_needed(ph.lo + ph.size - 1)
         if need > have:
             while have < need:
-                row = next(rows, None)
-                if row is None:
-                    raise UserError(
-                        f"rolling decoder: the token source ended after {have} of "
-                        f"{cfg.token_rows} rows"
-                    )
-                row = np.asarray(row, np.int32)
-                tokens[:, have] = np.broadcast_to(
-                    row.reshape(-1, cfg.token_cols) if row.ndim > 1 else row,
-                    (batch, cfg.token_cols),
-                )
+                tokens[:, have] = _next_row(rows, have, batch, cfg)
                 have += 1
             memory = _jitted_memory(cfg)(params, jnp.asarray(tokens), text_emb_BxSxE, text_mask_BxS)
         run = _jitted_phase(cfg, ph.size, ph.steps, ph.commit)

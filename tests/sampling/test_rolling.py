@@ -124,23 +124,24 @@ def test_one_band_modes_agree():
 
 
 class RowSource:
-    """A token-row iterator that logs when each row is handed out."""
+    """A token-row iterator that logs when each row is handed out; `pairs` yields
+    (row_index, row) like the AR sampler's `stream_rows`, else bare (B, w) rows."""
 
-    def __init__(self, tokens, log):
+    def __init__(self, tokens, log, pairs):
         self.rows = np.asarray(tokens).transpose(1, 0, 2)  # (h, B, w)
         self.log = log
+        self.pairs = pairs
 
     def __iter__(self):
         for i, row in enumerate(self.rows):
             self.log.append(("row", i))
-            yield row
+            yield (i, row) if self.pairs else row
 
 
-def _stream(cfg, params, tokens, text, mask, mode, log):
+def _stream(cfg, params, tokens, text, mask, mode, log, pairs=True):
     out = {}
-    for g, image in rs.stream(
-        params, cfg, RowSource(tokens, log), text, mask, jax.random.key(5), mode
-    ):
+    source = RowSource(tokens, log, pairs)
+    for g, image in rs.stream(params, cfg, source, text, mask, jax.random.key(5), mode):
         log.append(("band", g))
         out[g] = image
     return out
@@ -171,7 +172,7 @@ def test_stream_first_band_before_last_token_row_and_equal_to_non_streamed(tiny,
 def test_stream_rolling_equals_non_streamed(tiny, sampled):
     cfg, params, tokens, text, mask = tiny
     log = []
-    out = _stream(cfg, params, tokens, text, mask, "rolling", log)
+    out = _stream(cfg, params, tokens, text, mask, "rolling", log, pairs=False)
     assert log.index(("band", 0)) < log.index(("row", cfg.token_rows - 1))
     np.testing.assert_allclose(
         out[cfg.num_bands - 1], np.asarray(sampled["rolling"][0]), atol=1e-5, rtol=0
