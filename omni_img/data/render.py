@@ -32,6 +32,8 @@ TEXT_CENTRE_Y = {"banner": 0.5, "sign": 0.36, "card": 0.5}
 TEXT_MAX_WIDTH = {"banner": 0.90, "sign": 0.78, "card": 0.76}
 TEXT_LINE_HEIGHT = 0.30  # ascender top to descender bottom; x-height is ~0.72 of it
 MIN_SQUEEZE = 0.65  # narrowest horizontal squeeze before long words also get shorter
+STRIPED_RIM = 0.5  # a striped shape's rim, as a fraction of the outlined style's line
+SOFT_HALO = 0.8  # peak opacity of the soft style's halo (below 1: the halo never hides the edge)
 
 
 def outline_width(side_px: float) -> float:
@@ -46,7 +48,7 @@ def stripe_period(resolution: int) -> int:
 
 def soft_sigma(side_px: float) -> float:
     """Gaussian sigma in output pixels of the soft style's blurred edge."""
-    return max(1.2, 0.07 * side_px)
+    return max(1.5, 0.1 * side_px)
 
 
 def shape_polygon(shape: str, box: tuple[float, float, float, float]) -> list[tuple[float, float]]:
@@ -140,8 +142,9 @@ def object_alpha(obj: Shape, resolution: int) -> tuple[np.ndarray, tuple[int, in
     if obj.style in ("filled", "soft"):
         _draw_shape(draw, box, polygon, fill=255)
     else:
-        width = round(outline_width(side_px) * SUPERSAMPLE)
-        _draw_shape(draw, box, polygon, outline=255, width=width)
+        # Striped shapes get a thinner rim, so that their stripes show even when small.
+        rim = outline_width(side_px) * (STRIPED_RIM if obj.style == "striped" else 1.0)
+        _draw_shape(draw, box, polygon, outline=255, width=round(rim * SUPERSAMPLE))
         if obj.style == "striped":
             # Stripes follow the image's rows, not the object's, so they stay crisp.
             half = stripe_period(resolution) * SUPERSAMPLE // 2
@@ -152,7 +155,9 @@ def object_alpha(obj: Shape, resolution: int) -> tuple[np.ndarray, tuple[int, in
             image = Image.fromarray(np.maximum(np.asarray(image), stripes))
     alpha = _downsample(image)
     if obj.style == "soft":
-        alpha = _gaussian_blur(alpha, soft_sigma(side_px))
+        # A feathered halo outside a hard core: the edge looks soft, yet the half-covered
+        # outline is still the exact shape (a plain blur would round a small star to a disc).
+        alpha = np.maximum(alpha, SOFT_HALO * _gaussian_blur(alpha, soft_sigma(side_px)))
     return alpha, (wx0, wy0)
 
 
