@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--windows", default="2,4", help="rolling windows W to measure")
     ap.add_argument("--steps", type=int, default=8, help="K, steps per band")
+    ap.add_argument("--dim", type=int, default=None, help="model width (default: config's)")
+    ap.add_argument("--layers", type=int, default=None, help="layers (default: config's)")
     ap.add_argument(
         "--row-delay-ms",
         type=float,
@@ -110,7 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rolling.json"))
     args = ap.parse_args(argv)
 
-    base = rd.rolling_decoder_config(steps_per_band=args.steps)
+    sizes = {k: v for k, v in (("dim", args.dim), ("num_layers", args.layers)) if v}
+    base = rd.rolling_decoder_config(steps_per_band=args.steps, **sizes)
     params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(base, r)))(jax.random.key(0))
     tokens, text, mask = inputs(base)
     n_params = sum(x.size for x in jax.tree.leaves(params))
