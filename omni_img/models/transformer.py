@@ -235,6 +235,27 @@ class Positions2D(nn.Module):
 # --------------------------------------------------------------------------- attention
 
 
+def _attend_one_query(q_Bx1xHxK, k_BxSxHxK, v_BxSxHxK, mask) -> jax.Array:
+    """Attention for a single query (a decode step) as multiply + reduce.
+
+    A batched dot here makes XLA (CPU at least) transpose the whole (B,S,H,K) cache into
+    its preferred operand layout on every step: a copy that grows with S. Multiply +
+    reduce reads each cache entry once, in place. Same numerics as
+    ``jax.nn.dot_product_attention``: fp32 logits and softmax, probs cast to v's dtype.
+    """
+    scale = q_Bx1xHxK.shape[-1] ** -0.5
+    logits_BxSxH = jnp.sum(
+        q_Bx1xHxK.astype(jnp.float32) * k_BxSxHxK.astype(jnp.float32), axis=-1
+    ) * jnp.float32(scale)
+    if mask is not None:
+        mask_BxS = mask.reshape(mask.shape[0], mask.shape[-1])
+        big_negative = jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max))
+        logits_BxSxH = jnp.where(mask_BxS[:, :, None], logits_BxSxH, big_negative)
+    probs_BxSxH = jax.nn.softmax(logits_BxSxH, axis=1).astype(v_BxSxHxK.dtype)
+    y_BxHxK = jnp.sum(probs_BxSxH[..., None] * v_BxSxHxK, axis=1)
+    return y_BxHxK[:, None].astype(q_Bx1xHxK.dtype)
+
+
 def _attend(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask) -> jax.Array:
     """jax.nn.dot_product_attention with a 4-D boolean mask (softmax is fp32 inside)."""
     if mask is not None:
@@ -242,6 +263,8 @@ def _attend(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask) -> jax.Array:
         mask = jnp.broadcast_to(
             mask, (max(b, mask.shape[0]), 1, q_BxLxHxK.shape[1], k_BxSxHxK.shape[1])
         )
+    if q_BxLxHxK.shape[1] == 1:
+        return _attend_one_query(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask)
     return jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask)
 
 
