@@ -7,6 +7,7 @@ uint8 tensors and texts as `Text`, which TFDS encodes and decodes without Tensor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -73,6 +74,53 @@ def build_workers() -> int:
     return max(1, int(value)) if value else max(1, min(8, os.cpu_count() or 1))
 
 
+@contextlib.contextmanager
+def deterministic_serialization() -> Iterator[None]:
+    """Serialize records with a fixed field order while inside (TFDS leaves it to protobuf).
+
+    A protobuf map (the tf.Example's feature names) is written in an order that changes
+    from process to process; `deterministic=True` sorts it, so two builds give equal bytes.
+    """
+    from tensorflow_datasets.core import example_serializer
+
+    cls = example_serializer.ExampleSerializer
+    original = cls.serialize_example
+
+    def serialize_example(self, example):
+        return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+    cls.serialize_example = serialize_example
+    try:
+        yield
+    finally:
+        cls.serialize_example = original
+
+
+def features(resolution: int) -> tfds.features.FeaturesDict:
+    """The record format shared by omni_shapes and ingested datasets (see docs/data.md)."""
+    pixels = tfds.features.Tensor(
+        shape=(resolution, resolution, 3), dtype=np.uint8, encoding="zlib"
+    )
+    text = tfds.features.Text
+    number = tfds.features.Scalar(dtype=np.int64)
+    return tfds.features.FeaturesDict(
+        {
+            "image": pixels,  # the target image
+            "source_image": pixels,  # the edit's source; zeros when there is none
+            "caption": text(),  # the prompt; for an edit, the instruction
+            "history": text(),  # JSON list of the episode's earlier instructions
+            "task": text(),  # compose | write | edit (| caption for ingested data)
+            "category": text(),  # GenEval category of a compose scene, else ""
+            "spec": text(),  # JSON of the target scene ("" for ingested data)
+            "source_spec": text(),  # JSON of the source scene, or ""
+            "edit_op": text(),  # recolour | move | add | remove | restyle | background | word
+            "turn": number,  # 1-based turn within an edit episode, else 0
+            "episode": number,  # edit episode id within the split, else -1
+            "index": number,  # the example's index in its split
+        }
+    )
+
+
 class OmniShapes(tfds.core.GeneratorBasedBuilder):
     """Procedural shapes, words and edits with exact specs; see docs/data.md."""
 
@@ -80,32 +128,18 @@ class OmniShapes(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Compose, write and edit tasks; held-out pairs and words in test."}
     BUILDER_CONFIGS = list(CONFIGS)
     DEFAULT_CONFIG_NAME = DEFAULT_CONFIG
-    # Record i is example i: keeps builds byte-identical and lets readers index by example.
-    disable_shuffling = True
 
     def _info(self) -> tfds.core.DatasetInfo:
-        r = self.builder_config.resolution
-        pixels = tfds.features.Tensor(shape=(r, r, 3), dtype=np.uint8, encoding="zlib")
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": pixels,
-                    "source_image": pixels,
-                    "caption": tfds.features.Text(),
-                    "history": tfds.features.Text(),
-                    "task": tfds.features.Text(),
-                    "category": tfds.features.Text(),
-                    "spec": tfds.features.Text(),
-                    "source_spec": tfds.features.Text(),
-                    "edit_op": tfds.features.Text(),
-                    "turn": tfds.features.Scalar(dtype=np.int64),
-                    "episode": tfds.features.Scalar(dtype=np.int64),
-                    "index": tfds.features.Scalar(dtype=np.int64),
-                }
-            ),
+            features=features(self.builder_config.resolution),
             supervised_keys=None,
-            homepage="https://github.com/omni-img/omni_img",
+            # Record i is example i: readers can index by example, builds stay identical.
+            disable_shuffling=True,
         )
+
+    def _download_and_prepare(self, *args, **kwargs):
+        with deterministic_serialization():
+            return super()._download_and_prepare(*args, **kwargs)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # procedural: nothing to download
