@@ -237,5 +237,5 @@ def _builder(name: str, resolution: int, split: str, rows: list[Row], data_dir: 
             raise NotImplementedError
 
     with registered.skip_registration():
-        cls = type(name, (IngestedImages,), {"name": name})
+        cls = type(name, (IngestedImages,), {"name": name, "__module__": __name__})
     return cls(data_dir=data_dir, file_format="array_record")
