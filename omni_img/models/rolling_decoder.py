@@ -202,16 +202,18 @@ def unpatchify(x_BxLxF: Array, n: int, r: int, w: int, p: int) -> Array:
     return x.reshape(b, n, r, w, 3)
 
 
-def sincos_2d(y: np.ndarray, x: np.ndarray, dim: int) -> np.ndarray:
-    """2-D sinusoidal embedding of pixel coordinates: (Q,), (Q,) → (Q, dim).
+def sincos_2d(y_Q: Array, x_Q: Array, dim: int) -> Array:
+    """2-D sinusoidal embedding of pixel coordinates: (Q,), (Q,) → (Q, dim) float32.
 
     Patches and visual tokens both use pixel-centre coordinates, so a patch and the
-    token that covers it get nearby embeddings.
+    token that covers it get nearby embeddings. Coordinates may be traced (the band
+    index is dynamic in the sampler).
     """
     quarter = dim // 4
-    freqs = 1.0 / (10_000.0 ** (np.arange(quarter) / quarter))
-    ay, ax = y[:, None] * freqs, x[:, None] * freqs
-    return np.concatenate([np.sin(ay), np.cos(ay), np.sin(ax), np.cos(ax)], 1).astype(np.float32)
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter, dtype=jnp.float32) / quarter))
+    ay = jnp.asarray(y_Q, jnp.float32)[:, None] * freqs
+    ax = jnp.asarray(x_Q, jnp.float32)[:, None] * freqs
+    return jnp.concatenate([jnp.sin(ay), jnp.cos(ay), jnp.sin(ax), jnp.cos(ax)], 1)
 
 
 def timestep_embedding(t: Array, dim: int) -> Array:
@@ -344,14 +346,6 @@ def rows_needed_traced(cfg: RollingDecoderConfig, band_ids: Array) -> Array:
     return jnp.minimum(cfg.token_rows, cover + cfg.lookahead_rows)
 
 
-def _sincos_2d_traced(y_Q: Array, x_Q: Array, dim: int) -> Array:
-    """`sincos_2d` for traced coordinates (band ids are dynamic in the sampler)."""
-    quarter = dim // 4
-    freqs = 1.0 / (10_000.0 ** (jnp.arange(quarter) / quarter))
-    ay, ax = y_Q[:, None] * freqs, x_Q[:, None] * freqs
-    return jnp.concatenate([jnp.sin(ay), jnp.cos(ay), jnp.sin(ax), jnp.cos(ax)], 1)
-
-
 class RollingDecoder(nn.Module):
     """Band denoiser. `__call__` is the training pass over all N bands; the sampler uses
     `encode_memory` once per image and `denoise` once per step."""
@@ -398,7 +392,7 @@ class RollingDecoder(nn.Module):
         gx = (np.arange(c.token_cols) + 0.5) * (c.image_width / c.token_cols)
         yy, xx = np.meshgrid(gy, gx, indexing="ij")
         pos_TxD = sincos_2d(yy.ravel(), xx.ravel(), c.dim)
-        tok_BxTxD = tok_BxTxD + jnp.asarray(pos_TxD, tok_BxTxD.dtype)
+        tok_BxTxD = tok_BxTxD + pos_TxD.astype(tok_BxTxD.dtype)
         txt_BxSxD = self.text_proj(text_BxSxE.astype(jnp.dtype(c.dtype)))
         mem_BxMxD = self.memory_norm(jnp.concatenate([tok_BxTxD, txt_BxSxD], axis=1))
         kvs = [blk.memory_kv(_constrain_tokens(mem_BxMxD)) for blk in self.blocks]
@@ -441,7 +435,7 @@ class RollingDecoder(nn.Module):
         ys = (np.repeat(np.arange(pr), pc) + 0.5) * c.patch_size
         xs = (np.tile(np.arange(pc), pr) + 0.5) * c.patch_size
         y_nxP = band_ids_n[:, None].astype(jnp.float32) * c.band_height + ys[None]
-        pos_LxD = _sincos_2d_traced(y_nxP.reshape(-1), jnp.tile(jnp.asarray(xs), n), c.dim)
+        pos_LxD = sincos_2d(y_nxP.reshape(-1), jnp.tile(jnp.asarray(xs), n), c.dim)
         h_BxLxD = self.patch_in(x_BxLxF) + pos_LxD.astype(x_BxLxF.dtype)
         h_BxLxD = h_BxLxD + jnp.repeat(self.band_embed(band_ids_n), p_tok, axis=0)[None]
         h_BxLxD = _constrain_tokens(h_BxLxD)
