@@ -111,3 +111,27 @@ def test_reading_an_unbuilt_dataset_names_the_command(tmp_path):
         source("omni_shapes/64px", "train", str(tmp_path))
     with pytest.raises(UserError, match="unknown omni_shapes config"):
         source("omni_shapes/huge", "train", str(tmp_path))
+
+
+@pytest.mark.slow
+def test_default_build_without_tensorflow(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD_WITHOUT_TF.replace('"--config", "tiny", ', ""),
+         str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    if outcome.get("tensorflow_importable"):
+        pytest.skip("TensorFlow is installed here; this test needs an environment without it")
+    assert outcome == {"code": 0, "tensorflow_modules": []}
+    from omni_img.data import source
+
+    sizes = {
+        s: len(source("omni_shapes", s, str(tmp_path))) for s in ("train", "validation", "test")
+    }
+    assert sizes == {"train": 20_000, "validation": 2_000, "test": 3_000}
+    test = source("omni_shapes", "test", str(tmp_path))
+    for index in (0, 1, 2, 2999):
+        np.testing.assert_array_equal(
+            test[index]["image"], examples.example(0, "test", index)["image"]
+        )
