@@ -11,6 +11,7 @@ from omni_img.errors import UserError
 TRAINERS = {
     "tokenizer": "omni_img.trainers.tokenizer",
     "generator": "omni_img.trainers.generator",
+    "rolling": "omni_img.trainers.rolling",
 }
 
 ACCEPTS_CONFIG_OVERRIDES = True

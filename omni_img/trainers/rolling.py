@@ -1,0 +1,222 @@
+"""Trainer of the rolling band-wise diffusion decoder: (tokens, text embeddings) -> pixels.
+
+    omni-img train --config experiments/rolling_tiny.py --workdir runs/rolling_tiny \
+        --config.data.tokenized_dir=runs/tokens --config.generator_workdir=runs/generator_tiny
+
+Trains on (image, its token grid, E) where E comes from the trained generator's
+multimodal encoder, kept frozen. Read top to bottom: Mesh -> Data -> Model ->
+Shard/Step/Restore/Loop -> Eval.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from omni_img.config import validate_config
+from omni_img.config.defaults import rules_from_config
+from omni_img.config.saved import load_saved_config, save_config
+from omni_img.data.tokenized import TokenizedSource
+from omni_img.errors import UserError
+from omni_img.evals.images import psnr, save_grid, to_uint8
+from omni_img.models.rolling_decoder import (
+    RollingDecoderConfig,
+    init_rolling_decoder,
+    rolling_decoder_config,
+    rolling_loss,
+)
+from omni_img.sampling import rolling as rolling_sampling
+from omni_img.sharding import make_mesh
+from omni_img.trainers import generator as generator_stage
+from omni_img.trainers import tokenizer as tokenizer_stage
+from omni_img.training.data import make_train_iterator
+from omni_img.training.fit import fit, restore_latest
+from omni_img.training.metrics import MetricsWriter
+from omni_img.training.sources import open_split
+
+CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
+                  "history_mask")  # fmt: skip
+
+
+class ImagesWithTokens:
+    """Record i = the dataset's image i + its tokenized record i (same split, same order)."""
+
+    def __init__(self, images, tokens: TokenizedSource):
+        if len(images) != len(tokens):
+            raise UserError(
+                f"tokenized split has {len(tokens)} records but the dataset split has "
+                f"{len(images)}: tokenize the same dataset build again"
+            )
+        self.images, self.tokens = images, tokens
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.tokens[index], "image": self.images[index]["image"]}
+
+
+def decoder_config(config, metadata: dict, text_dim: int) -> RollingDecoderConfig:
+    values = config.model.to_dict()
+    values.update(
+        token_rows=metadata["grid"][0],
+        token_cols=metadata["grid"][1],
+        codebook_size=metadata["num_codes"],
+        text_dim=text_dim,
+        dtype=config.compute_dtype,
+    )
+    return rolling_decoder_config(values)
+
+
+def text_embeddings(generator_model, generator_params, batch):
+    """E (B, S, D) and its mask from the frozen generator encoder."""
+    cond = {key: batch[key] for key in CONDITION_KEYS if key in batch}
+    e, mask = generator_model.apply({"params": generator_params}, cond, method="encode")
+    return jax.lax.stop_gradient(e), mask
+
+
+def rolling_stage_loss(params, batch, rng, *, cfg, generator_model, generator_params):
+    """`rolling_loss` on E computed from the batch's prompt by the frozen encoder.
+
+    The encoder's params are constants of the compiled step: fine for the small
+    encoders this stage is trained with here; a large one would belong in the state.
+    """
+    e, mask = text_embeddings(generator_model, generator_params, batch)
+    inputs = {"image": batch["image"], "tokens": batch["target_tokens"],
+              "text_emb": e, "text_mask": mask}  # fmt: skip
+    return rolling_loss(params, inputs, rng, cfg)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train the rolling decoder; returns the final evaluation report."""
+    # ---------------------------------------------------------------- Mesh
+    validate_config(config, jax.device_count(), jax.process_count(), workdir)
+    mesh = make_mesh(config.mesh)
+    rules = rules_from_config(config)
+    workdir_path = pathlib.Path(workdir)
+    workdir_path.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir_path)
+
+    # ---------------------------------------------------------------- Data
+    _, generator_model, generator_params, text_tokenizer = generator_stage.load_workdir(
+        config.generator_workdir
+    )
+    tokens = TokenizedSource(config.data.tokenized_dir, config.data.train_split)
+    source = ImagesWithTokens(open_split(config.data, config.data.train_split), tokens)
+    transform = functools.partial(_example, tokenizer=text_tokenizer, model_cfg=generator_model.cfg)
+    data_iterator = make_train_iterator(
+        source,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        transform=transform,
+        worker_count=config.data.worker_count,
+    )
+
+    # ---------------------------------------------------------------- Model
+    cfg = decoder_config(config, tokens.metadata, generator_model.cfg.dim)
+    example = transform(source[0])
+    example_batch = {k: np.stack([v] * config.batch_size) for k, v in example.items()}
+    init_params = functools.partial(_init, cfg)
+
+    # ---------------------------------------------------------------- Shard, Step, Restore, Loop
+    writer = MetricsWriter(workdir_path)
+    loss_fn = functools.partial(
+        rolling_stage_loss, cfg=cfg, generator_model=generator_model,
+        generator_params=generator_params,
+    )  # fmt: skip
+    result = fit(
+        config,
+        workdir_path,
+        mesh=mesh,
+        rules=rules,
+        init_params=init_params,
+        loss_fn=loss_fn,
+        example_batch=example_batch,
+        data_iterator=data_iterator,
+        writer=writer,
+        description="rolling decoder",
+    )
+
+    # ---------------------------------------------------------------- Eval
+    eval_tokens = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
+    eval_source = ImagesWithTokens(open_split(config.data, config.data.eval_split), eval_tokens)
+    report = evaluate(
+        cfg, jax.device_get(nn.unbox(result.state.ema_params)), eval_source, transform,
+        (generator_model, generator_params), config, workdir_path,
+    )  # fmt: skip
+    report.update(
+        steps=int(jax.device_get(result.state.step)),
+        compile_seconds=round(result.compile_seconds, 2),
+        train_seconds=round(result.train_seconds, 2),
+    )
+    writer.write(report["steps"], {k: v for k, v in report.items() if isinstance(v, float)})
+    writer.close()
+    if jax.process_index() == 0:
+        (workdir_path / "rolling_eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarray]:
+    example = generator_stage.conditioning_example(record, tokenizer=tokenizer, model_cfg=model_cfg)
+    example["image"] = np.asarray(record["image"], np.uint8)
+    return example
+
+
+def _init(cfg: RollingDecoderConfig, rng):
+    # Parameter shapes do not depend on the text length; 8 positions suffice to trace.
+    return init_rolling_decoder(cfg, rng, batch=1, text_len=8)
+
+
+def evaluate(cfg, params, source, transform, generator, config, workdir) -> dict:
+    """PSNR against the ground truth of the rolling decoder (both modes) and of the
+    tokenizer's conv decoder, on the same ground-truth tokens; a comparison grid."""
+    generator_model, generator_params = generator
+    _, conv_model, conv_params = tokenizer_stage.load_workdir(config.tokenizer_workdir)
+    conv_decode = jax.jit(lambda p, ids: conv_model.apply({"params": p}, ids, method="decode"))
+    embed = jax.jit(lambda b: text_embeddings(generator_model, generator_params, b))
+    count = min(int(config.eval.num_examples), len(source))
+    batch_size = int(config.eval.batch_size)
+    rng = jax.random.PRNGKey(config.seed)
+    truth, decoded = [], {"conv": [], "sequential": [], "rolling": []}
+    for start in range(0, count, batch_size):
+        rows = [transform(source[i]) for i in range(start, min(start + batch_size, count))]
+        batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+        e, mask = embed({k: v for k, v in batch.items() if k != "image"})
+        truth.append(batch["image"])
+        ids = jnp.asarray(batch["target_tokens"])
+        decoded["conv"].append(to_uint8(np.asarray(conv_decode(conv_params, ids))))
+        for mode in ("sequential", "rolling"):
+            image, _ = rolling_sampling.sample(params, cfg, ids, e, mask, rng, mode=mode)
+            decoded[mode].append(to_uint8(np.asarray(image)))
+    truth = np.concatenate(truth)
+    report: dict = {"eval_examples": int(count)}
+    for name, images in decoded.items():
+        report[f"psnr_{name}"] = float(np.mean(psnr(truth, np.concatenate(images))))
+    report["rolling_minus_conv_db"] = report["psnr_rolling"] - report["psnr_conv"]
+    shown = min(count, 8)
+    rows = [truth[:shown]] + [np.concatenate(decoded[m])[:shown] for m in decoded]
+    grid_path = workdir / "rolling_vs_conv.png"
+    if jax.process_index() == 0:
+        save_grid(np.concatenate(rows), grid_path, columns=shown)
+    report["grid"] = str(grid_path)
+    return report
+
+
+def load_workdir(workdir: str):
+    """(config, RollingDecoderConfig, EMA params on host) of a trained rolling decoder."""
+    config = load_saved_config(workdir)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    _, generator_model, generator_params, _ = generator_stage.load_workdir(config.generator_workdir)
+    tokens = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
+    cfg = decoder_config(config, tokens.metadata, generator_model.cfg.dim)
+    mesh = make_mesh(config.mesh)
+    init_params = functools.partial(_init, cfg)
+    state = restore_latest(config, workdir, init_params, mesh, rules_from_config(config))
+    return config, cfg, jax.device_get(state.ema_params)
