@@ -25,25 +25,14 @@ from omni_img.config.saved import load_saved_config, save_config
 from omni_img.data.tokenized import TokenizedSource
 from omni_img.errors import UserError
 from omni_img.models.generator import Generator, generator_loss, make_generator
+from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
-from omni_img.tokenizers.text import SEP_ID, encode_prompt, make_text_tokenizer, pad_ids
+from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
 
 TASKS = ("compose", "write", "edit")
-
-
-def encode_history(tokenizer, instructions: list[str], max_len: int) -> list[int]:
-    """Earlier turns' instructions, oldest first, each followed by SEP; the oldest turns
-    are dropped first when they do not fit in `max_len` ids."""
-    ids: list[int] = []
-    for instruction in reversed(instructions):
-        turn = [*tokenizer.encode(instruction), SEP_ID]
-        if len(ids) + len(turn) > max_len:
-            break
-        ids = turn + ids
-    return ids
 
 
 def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarray]:
@@ -61,7 +50,7 @@ def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarra
     }
     if model_cfg.max_history_len > 0:
         history = json.loads(record.get("history") or "[]")
-        ids = encode_history(tokenizer, history, model_cfg.max_history_len)
+        ids, _ = pack_history(tokenizer, history, model_cfg.max_history_len)
         history_ids, history_mask = pad_ids([ids], model_cfg.max_history_len)
         example["history_ids"], example["history_mask"] = history_ids[0], history_mask[0]
     return example

@@ -56,11 +56,3 @@ def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
     _, _, split, _ = generator.load_workdir(str(tmp_path / "split"))
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-def test_history_keeps_newest_turns():
-    from omni_img.tokenizers.text import SEP_ID, ByteTokenizer
-
-    ids = generator.encode_history(ByteTokenizer(), ["first turn", "second", "third"], 16)
-    text = ByteTokenizer().decode([i for i in ids if i != SEP_ID])
-    assert "third" in text and "second" in text and "first" not in text

@@ -1,0 +1,86 @@
+"""Judge a set of images made for dataset records: what every stage's evaluation reports.
+
+`judge_records(images, records)` judges each image against its record's spec (compose,
+write or edit, with the edit's source) and returns the judge's summary (accuracy per
+task, GenEval categories, OCR exact match and CER, accuracy per edit op) plus, for
+compose scenes, the accuracy of each attribute over all requested objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from omni_img.evals import judge as judge_lib
+
+ATTRIBUTES = ("shape", "style", "size", "position")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+def judge_records(
+    images_uint8: Sequence[np.ndarray], records: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], list[judge_lib.Verdict]]:
+    """(summary, verdicts) of uint8 (R, R, 3) images against their records' specs.
+
+    A record needs `spec` and `task`; edits also `source_image` and `source_spec`,
+    and `edit_op` to be reported per op.
+    """
+    tasks = [_text(r["task"]) for r in records]
+    specs = [_text(r["spec"]) for r in records]
+    sources = [r.get("source_image") if t == "edit" else None for r, t in zip(records, tasks)]
+    source_specs = [
+        _text(r.get("source_spec")) or None if t == "edit" else None for r, t in zip(records, tasks)
+    ]
+    verdicts = judge_lib.judge_batch(list(images_uint8), specs, tasks, sources, source_specs)
+    edit_ops = [_text(r.get("edit_op")) for r in records]
+    summary = judge_lib.summarize(verdicts, tasks, specs, edit_ops)
+    compose = [i for i, t in enumerate(tasks) if t == "compose"]
+    if compose:
+        summary["compose_attributes"] = attribute_accuracies(
+            [verdicts[i] for i in compose], [specs[i] for i in compose]
+        )
+    return summary, verdicts
+
+
+def attribute_accuracies(verdicts, specs) -> dict[str, float]:
+    """Per attribute, the share of requested objects (or scenes) it was right for.
+
+    background and colour/count are per scene (colour and count are checked together:
+    the judge segments by colour and counts the objects of each); shape, style, size
+    and position are per object, over the objects the judge could match, with scenes
+    that failed before matching counted as wrong for every object.
+    """
+    right = {name: 0 for name in ("background", "colour_count", *ATTRIBUTES)}
+    objects_total = 0
+    for verdict, spec in zip(verdicts, specs, strict=True):
+        scene = judge_lib.as_scene(spec)
+        objects_total += len(scene.objects)
+        background_ok = verdict.details.get("background") == scene.background
+        right["background"] += background_ok
+        matched = verdict.details.get("objects")
+        if matched is None:  # failed at background or colour/count: nothing matched
+            continue
+        right["colour_count"] += 1
+        for measured, wanted in zip(matched, _matched_order(scene, matched), strict=True):
+            for name in ATTRIBUTES:
+                right[name] += measured[name] == getattr(wanted, name)
+    scenes = max(len(verdicts), 1)
+    per_object = max(objects_total, 1)
+    return {
+        "background": right["background"] / scenes,
+        "colour_count": right["colour_count"] / scenes,
+        **{name: right[name] / per_object for name in ATTRIBUTES},
+    }
+
+
+def _matched_order(scene, matched):
+    """The scene's objects in the order the judge reported its matches (by colour group)."""
+    by_colour: dict[str, list] = {}
+    for obj in scene.objects:
+        by_colour.setdefault(obj.colour, []).append(obj)
+    return [obj for objects in by_colour.values() for obj in objects]

@@ -1,0 +1,170 @@
+"""Generate images for dataset records with trained stages, and judge them.
+
+This is how the generator's quality is measured: prompts (and edit sources) of the
+test split go through the generator; its tokens are decoded with the tokenizer's conv
+decoder and, when a rolling decoder is given, with it too; the judge scores every image
+against the record's spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from omni_img.evals.generation import judge_records
+from omni_img.evals.images import save_grid, to_uint8
+from omni_img.sampling import ar
+from omni_img.sampling import rolling as rolling_sampling
+
+
+@dataclasses.dataclass
+class Stages:
+    """The trained models and their (host) EMA params."""
+
+    tokenizer: Any
+    tokenizer_params: Any
+    generator: Any
+    generator_params: Any
+    text_tokenizer: Any
+    rolling_cfg: Any = None
+    rolling_params: Any = None
+
+
+def load_stages(tokenizer_workdir: str, generator_workdir: str, rolling_workdir: str = ""):
+    from omni_img.trainers import generator, rolling, tokenizer
+
+    _, tok_model, tok_params = tokenizer.load_workdir(tokenizer_workdir)
+    _, gen_model, gen_params, text_tokenizer = generator.load_workdir(generator_workdir)
+    stages = Stages(tok_model, tok_params, gen_model, gen_params, text_tokenizer)
+    if rolling_workdir:
+        _, stages.rolling_cfg, stages.rolling_params = rolling.load_workdir(rolling_workdir)
+    return stages
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_fns(model):
+    def encode(params, images_uint8):
+        images = images_uint8.astype(jnp.float32) / 127.5 - 1.0
+        return model.apply({"params": params}, images, method="encode")
+
+    def decode(params, ids):
+        return model.apply({"params": params}, ids, method="decode")
+
+    return jax.jit(encode), jax.jit(decode)
+
+
+def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The generator's conditioning batch for dataset records (edit sources tokenized)."""
+    from omni_img.trainers.generator import conditioning_example
+
+    encode, _ = _tokenizer_fns(stages.tokenizer)
+    grid = stages.generator.cfg.grid
+    rows = []
+    for record in records:
+        task = _text(record["task"])
+        source_tokens = np.zeros(grid, np.int32)
+        if task == "edit":
+            image = np.asarray(record["source_image"], np.uint8)[None]
+            source_tokens = np.asarray(encode(stages.tokenizer_params, image))[0]
+        tokenized = {
+            "caption": _text(record["caption"]),
+            "history": _text(record.get("history")) or "[]",
+            "target_tokens": np.zeros(grid, np.int32),
+            "source_tokens": source_tokens,
+            "has_source": task == "edit",
+        }
+        rows.append(
+            conditioning_example(
+                tokenized, tokenizer=stages.text_tokenizer, model_cfg=stages.generator.cfg
+            )
+        )
+    batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+    batch.pop("target_tokens")
+    return batch
+
+
+def generate_images(
+    stages: Stages,
+    records: Sequence[Mapping[str, Any]],
+    sampling: ar.SamplingConfig,
+    seed: int,
+    decoders: Sequence[str] = ("conv",),
+) -> dict[str, np.ndarray]:
+    """{decoder: uint8 (B, H, W, 3)} for the records' prompts; the same tokens for all."""
+    cond = conditioning(stages, records)
+    rng = jax.random.PRNGKey(seed)
+    tokens = ar.sample(stages.generator, stages.generator_params, cond, rng, sampling)
+    _, decode = _tokenizer_fns(stages.tokenizer)
+    images = {}
+    for decoder in decoders:
+        if decoder == "conv":
+            images[decoder] = to_uint8(np.asarray(decode(stages.tokenizer_params, tokens)))
+            continue
+        e, mask = stages.generator.apply({"params": stages.generator_params}, cond, method="encode")
+        out, _ = rolling_sampling.sample(
+            stages.rolling_params, stages.rolling_cfg, tokens, e, mask, rng, mode=decoder
+        )
+        images[decoder] = to_uint8(np.asarray(out))
+    return images
+
+
+def evaluate_samples(
+    stages: Stages,
+    source,
+    *,
+    per_task: int,
+    sampling: ar.SamplingConfig,
+    seed: int = 0,
+    decoders: Sequence[str] = ("conv",),
+    batch_size: int = 32,
+    grid_dir: str | pathlib.Path | None = None,
+) -> dict[str, Any]:
+    """Judge generated images for the first `per_task` records of each task of `source`.
+
+    Returns {decoder: judge summary}; with `grid_dir`, writes a sample grid per task
+    and decoder (`samples_<task>_<decoder>.png`).
+    """
+    chosen = _first_per_task(source, per_task)
+    report: dict[str, Any] = {"sampling": dataclasses.asdict(sampling), "seed": seed}
+    made: dict[str, list[np.ndarray]] = {d: [] for d in decoders}
+    for start in range(0, len(chosen), batch_size):
+        records = chosen[start : start + batch_size]
+        for decoder, images in generate_images(
+            stages, records, sampling, seed + start, decoders
+        ).items():
+            made[decoder].append(images)
+    for decoder in decoders:
+        images = np.concatenate(made[decoder])
+        summary, _ = judge_records(images, chosen)
+        report[decoder] = summary
+        if grid_dir is not None:
+            tasks = np.asarray([_text(r["task"]) for r in chosen])
+            for task in sorted(set(tasks)):
+                path = pathlib.Path(grid_dir) / f"samples_{task}_{decoder}.png"
+                save_grid(images[tasks == task][:32], path, columns=8)
+    return report
+
+
+def _first_per_task(source, per_task: int) -> list[dict]:
+    counts: dict[str, int] = {}
+    chosen = []
+    for index in range(len(source)):
+        record = source[index]
+        task = _text(record["task"])
+        if counts.get(task, 0) < per_task:
+            counts[task] = counts.get(task, 0) + 1
+            chosen.append(record)
+        if len(counts) == 3 and all(n >= per_task for n in counts.values()):
+            break
+    return chosen
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
