@@ -36,8 +36,8 @@ def get_config(arg=None):
     config.model = ml_collections.ConfigDict(
         {
             "text_vocab_size": 264,
-            "max_text_len": 64,
-            "max_history_len": 96,
+            "max_text_len": 224,  # the longest omni_shapes caption is 210 bytes
+            "max_history_len": 128,  # older turns are dropped first
             "use_source": True,
             "dim": 128,
             "num_heads": 4,
