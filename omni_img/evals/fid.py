@@ -132,7 +132,8 @@ class FeatureExtractor:
 
     `extractor(images_BxHxWx3)` takes uint8 (or float in [0, 255]) RGB of any one size and
     returns (B, 2048) float32. Batches are padded to `batch_size` (rounded up to a multiple
-    of the device count) so that each image size compiles once.
+    of the device count), short ones to a power-of-two multiple of the device count, so
+    that few shapes compile.
     """
 
     def __init__(
@@ -188,6 +189,14 @@ class FeatureExtractor:
         _COMPILED_RESIZE[key] = fn
         return fn
 
+    def _padded_size(self, count: int) -> int:
+        """Batch size to pad `count` images to: the full batch, or for a short batch the
+        smallest device-count x power of two that holds it (few shapes, little waste)."""
+        size = len(self.mesh.devices.flat)
+        while size < count:
+            size *= 2
+        return min(size, self.batch_size)
+
     def __call__(self, images_BxHxWx3: np.ndarray) -> np.ndarray:
         import jax
 
@@ -199,12 +208,12 @@ class FeatureExtractor:
         out = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            pad = self.batch_size - len(chunk)
+            pad = self._padded_size(len(chunk)) - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
             x = self._resize(*chunk.shape[1:3])(jax.device_put(chunk, self._data))
             feats = self._network(self.params, x)
-            out.append(np.asarray(feats)[: self.batch_size - pad])
+            out.append(np.asarray(feats)[: len(chunk) - pad])
         if not out:
             return np.zeros((0, FEATURE_DIM), np.float32)
         return np.concatenate(out)
