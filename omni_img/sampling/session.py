@@ -129,20 +129,19 @@ def pack_history(
 ) -> tuple[list[int], int]:
     """Earlier instructions -> (ids oldest-first with SEP after each, number of turns kept).
 
-    Turns are taken newest first while they fit in ``max_len``; the oldest are dropped. If
-    even the newest does not fit, its last ``max_len`` ids are kept.
+    Whole turns are taken newest first while they fit in ``max_len``; the oldest are
+    dropped (never cut in the middle: training sees whole turns only). Matches the
+    generator trainer's history encoding.
     """
-    kept: list[list[int]] = []
-    used = 0
+    ids: list[int] = []
+    kept = 0
     for text in reversed(instructions):
-        ids = [*tok.encode(text), SEP_ID]
-        if used + len(ids) > max_len:
-            if not kept and max_len > 0:
-                kept.append(ids[-max_len:])
+        turn = [*tok.encode(text), SEP_ID]
+        if len(ids) + len(turn) > max_len:
             break
-        kept.append(ids)
-        used += len(ids)
-    return [i for ids in reversed(kept) for i in ids], len(kept)
+        ids = turn + ids
+        kept += 1
+    return ids, kept
 
 
 def edit_conditioning(

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from jax.sharding import Mesh
 
@@ -49,14 +50,22 @@ def small():
     return cfg, model, batch, params
 
 
+# Jitted once at module level so tests share compilations (eager flax is slow on 2 cores).
+_loss = jax.jit(g.generator_loss, static_argnames=("model", "caption_dropout"))
+_apply = jax.jit(lambda params, batch, model: model.apply({"params": params}, batch),
+                 static_argnames="model")  # fmt: skip
+
+
 def loss_fn(params, batch, rng=None, *, model, caption_dropout=0.0):
-    """generator_loss, jitted (eager flax dispatch is slow on two cores)."""
-    fn = jax.jit(g.generator_loss, static_argnames=("model", "caption_dropout"))
-    return fn(params, batch, rng, model=model, caption_dropout=caption_dropout)
+    return _loss(params, batch, rng, model=model, caption_dropout=caption_dropout)
 
 
 def apply_fn(model, params, batch):
-    return jax.jit(model.apply)({"params": params}, batch)
+    return _apply(params, batch, model)
+
+
+def optax_global_norm(tree):
+    return optax.tree.norm(nn.unbox(tree))
 
 
 def test_tiny_default_size_and_forward():
@@ -91,6 +100,7 @@ def test_loss_metrics_and_caption_dropout(small):
     _, model, batch, params = small
     loss, metrics = loss_fn(params, batch, model=model)
     assert np.isfinite(loss) and abs(float(loss) - np.log(64)) < 1.0
+    assert 0.0 <= float(metrics["token_accuracy"]) <= 1.0
     assert set(metrics) == {"loss", "token_accuracy", "caption_dropped"}
     all_dropped, m = loss_fn(params, batch, jax.random.key(1), model=model, caption_dropout=1.0)
     want, _ = loss_fn(params, g.unconditional(batch), model=model)
@@ -100,6 +110,7 @@ def test_loss_metrics_and_caption_dropout(small):
         g.generator_loss(params, batch, model=model, caption_dropout=0.1)
     grads = jax.jit(jax.grad(lambda p: g.generator_loss(p, batch, model=model)[0]))(params)
     assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(grads))
+    assert float(optax_global_norm(grads)) > 0
 
 
 def test_loss_is_causal(small):

@@ -96,9 +96,10 @@ def test_truncation_drops_the_oldest_turn_not_the_newest():
     np.testing.assert_array_equal(s.last_image(), grid + 2)
 
 
-def test_pack_history_keeps_the_tail_of_an_overlong_newest_turn():
-    ids, kept = ses.pack_history(TOK, ["old", "x" * 60 + "END"], 10)
-    assert kept == 1 and len(ids) == 10 and TOK.decode(ids[:-1]).endswith("END")
+def test_pack_history_keeps_whole_turns_only():
+    assert ses.pack_history(TOK, ["old", "x" * 60], 10) == ([], 0)
+    ids, kept = ses.pack_history(TOK, ["abc", "de"], 10)
+    assert kept == 2 and ids == [*TOK.encode("abc"), SEP_ID, *TOK.encode("de"), SEP_ID]
 
 
 def test_edit_conditions_on_the_source_image(model_params):
