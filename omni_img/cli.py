@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("omni_img.trainers.commands", "train one stage from an experiment config"),
     "tokenize": ("omni_img.trainers.tokenize", "write the token grids of dataset splits once"),
     "eval": ("omni_img.evals.commands", "FID, CLIP score and image reports; fetch eval weights"),
+    "export": ("omni_img.export.commands", "write an inference bundle from a trained run"),
+    "generate": ("omni_img.export.generate", "prompt (+ image, + session) -> PNG from a bundle"),
 }
 
 

@@ -1,0 +1,500 @@
+"""Inference bundles: export three trained stages to one verified directory, load it back.
+
+Layout of a bundle (every file but the manifest is listed in it with its sha256 and size):
+
+    manifest.json            format, omni_img and jax versions, dtype, files, exported
+                             functions, bundle_id (sha256 of the rest of the manifest)
+    model.json               what rebuilds the Flax modules: tokenizer spec, generator and
+                             rolling-decoder configs, stored param dtype
+    text_tokenizer.json      the text tokenizer's ``to_json()`` description
+    configs/<stage>.json     the resolved training config of each stage (provenance)
+    params/<stage>.npz       EMA params only, flattened "a/b/c" keys; bfloat16 bundles keep
+                             the raw bits as uint16 (npz has no bfloat16), upcast on load
+    stablehlo/<name>.bin     ``jax.export`` serialisations of the sampling functions at
+                             batch 1 (params are arguments, not constants; see EXPORTED)
+
+No pickle anywhere: JSON, ``np.savez`` read with ``allow_pickle=False``, and StableHLO.
+``export_bundle`` writes into a temporary sibling directory and renames it into place, so
+an interrupted export never leaves a directory that looks like a bundle. ``load_bundle``
+checks the manifest before it reads a parameter: every listed file present with its size
+and sha256, every required file listed, the bundle id consistent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import pathlib
+import shutil
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from omni_img.errors import UserError
+
+FORMAT = "omni_img.bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+STAGES = ("tokenizer", "generator", "rolling")
+REQUIRED = ("model.json", "text_tokenizer.json", *(f"params/{s}.npz" for s in STAGES))
+DTYPES = ("float32", "bfloat16")
+# name -> (what it computes, arguments). All at batch 1; keys are raw uint32[2] PRNG keys.
+EXPORTED = {
+    "ar_sample_b1": "tokens (1,h,w) int32 <- (generator params, conditioning dict, key); "
+    "the AR sampler with the manifest's sampling config",
+    "text_embed_b1": "(E (1,S,D), mask (1,S)) <- (generator params, conditioning dict)",
+    "rolling_decode_b1": "image (1,H,W,3) in [-1,1] <- (rolling params, tokens, E, mask, key)",
+    "sequential_decode_b1": "image (1,H,W,3) in [-1,1] <- (rolling params, tokens, E, mask, key)",
+    "conv_decode_b1": "image (1,H,W,3) in [-1,1] <- (tokenizer params, tokens)",
+    "tokenize_b1": "tokens (1,h,w) int32 <- (tokenizer params, image (1,H,W,3) uint8)",
+}
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def flatten_params(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested mapping of arrays -> {"a/b/c": host array}; boxed (Partitioned) leaves unboxed."""
+    import flax.linen as nn
+
+    tree = nn.unbox(tree)
+    flat: dict[str, np.ndarray] = {}
+    for key, value in tree.items():
+        if "/" in str(key):
+            raise ValueError(f"parameter name {key!r} contains '/'")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, name + "/"))
+        else:
+            flat[name] = np.asarray(value)
+    return flat
+
+
+def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Inverse of ``flatten_params``: plain nested dicts."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _npz_bytes(flat: Mapping[str, np.ndarray], dtype: str) -> bytes:
+    import ml_dtypes
+
+    arrays = {}
+    for name, value in flat.items():
+        if dtype == "bfloat16" and np.issubdtype(value.dtype, np.floating):
+            value = value.astype(ml_dtypes.bfloat16).view(np.uint16)
+        arrays[name] = value
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _read_npz(path: pathlib.Path, dtype: str) -> dict[str, Any]:
+    import ml_dtypes
+
+    flat = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for name in npz.files:
+            value = npz[name]
+            if dtype == "bfloat16" and value.dtype == np.uint16:
+                value = value.view(ml_dtypes.bfloat16).astype(np.float32)
+            flat[name] = value
+    return unflatten_params(flat)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def resolve_run(run: str | pathlib.Path) -> tuple[str, str | None, str | None]:
+    """(rolling, generator, tokenizer) workdirs of RUN.
+
+    RUN is a rolling-decoder workdir (the other two come from its config), or a directory
+    holding ``tokenizer/``, ``generator/`` and ``rolling/`` stage workdirs.
+    """
+    run = pathlib.Path(run)
+    if not run.is_dir():
+        raise UserError(f"workdir {run} does not exist")
+    if all((run / s / "config.json").is_file() for s in STAGES):
+        return str(run / "rolling"), str(run / "generator"), str(run / "tokenizer")
+    config_path = run / "config.json"
+    if config_path.is_file():
+        try:
+            stage = json.loads(config_path.read_text()).get("stage")
+        except json.JSONDecodeError:
+            raise UserError(f"{config_path} is not valid JSON") from None
+        if stage == "rolling":
+            return str(run), None, None
+        raise UserError(
+            f"{run} is a {stage} workdir; give the rolling decoder's workdir or a directory "
+            "holding tokenizer/, generator/ and rolling/"
+        )
+    raise UserError(
+        f"{run} holds neither a config.json nor tokenizer/, generator/ and rolling/ workdirs"
+    )
+
+
+def load_stages(
+    rolling_workdir: str, generator_workdir: str | None = None, tokenizer_workdir: str | None = None
+) -> dict[str, Any]:
+    """EMA params (host, unboxed) and modules of the three stages of a training run.
+
+    The generator and tokenizer workdirs default to those named in the rolling config.
+    Returns {tokenizer, generator, text_tokenizer, rolling_cfg, *_params, configs}.
+    """
+    import flax.linen as nn
+    import jax
+
+    from omni_img.config.defaults import rules_from_config
+    from omni_img.config.saved import load_saved_config
+    from omni_img.models.rolling_decoder import init_rolling_decoder
+    from omni_img.sharding import make_mesh
+    from omni_img.trainers import generator as generator_stage
+    from omni_img.trainers import rolling as rolling_stage
+    from omni_img.trainers import tokenizer as tokenizer_stage
+    from omni_img.training.fit import restore_latest
+
+    config = load_saved_config(rolling_workdir)
+    generator_workdir = generator_workdir or config.generator_workdir
+    tokenizer_workdir = tokenizer_workdir or config.tokenizer_workdir
+    tok_config, tok_model, tok_params = tokenizer_stage.load_workdir(tokenizer_workdir)
+    gen_config, gen_model, gen_params, text_tokenizer = generator_stage.load_workdir(
+        generator_workdir
+    )
+    # As rolling.load_workdir, but on the generator given here (loaded once), and with the
+    # token grid from the generator rather than from the tokenized data.
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    metadata = {"grid": list(gen_model.cfg.grid), "num_codes": gen_model.cfg.image_vocab_size}
+    rolling_cfg = rolling_stage.decoder_config(config, metadata, gen_model.cfg.dim)
+    init = functools.partial(init_rolling_decoder, rolling_cfg, batch=1, text_len=8)
+    state = restore_latest(
+        config, rolling_workdir, init, make_mesh(config.mesh), rules_from_config(config)
+    )
+    host = lambda tree: jax.device_get(nn.unbox(tree))  # noqa: E731
+    return {
+        "tokenizer": tok_model,
+        "tokenizer_params": host(tok_params),
+        "generator": gen_model,
+        "generator_params": host(gen_params),
+        "text_tokenizer": text_tokenizer,
+        "rolling_cfg": rolling_cfg,
+        "rolling_params": host(state.ema_params),
+        "configs": {
+            "tokenizer": tok_config.to_dict(),
+            "generator": gen_config.to_dict(),
+            "rolling": config.to_dict(),
+        },
+    }
+
+
+def _pipeline(stages: Mapping[str, Any]):
+    from omni_img.sampling.pipeline import Pipeline
+
+    fields = {f.name for f in dataclasses.fields(Pipeline)}
+    return Pipeline(**{k: v for k, v in stages.items() if k in fields})
+
+
+def pipeline_from_workdirs(rolling_workdir: str, generator_workdir=None, tokenizer_workdir=None):
+    """A Pipeline straight from training state (what a bundle must reproduce)."""
+    return _pipeline(load_stages(rolling_workdir, generator_workdir, tokenizer_workdir))
+
+
+def model_description(stages: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """model.json: enough to rebuild the three Flax modules."""
+    tokenizer = stages["tokenizer"]
+    return {
+        "param_storage_dtype": dtype,
+        "tokenizer": {
+            "spec": dataclasses.asdict(tokenizer.spec),
+            "dtype": np.dtype(tokenizer.dtype).name,
+        },
+        "generator": dataclasses.asdict(stages["generator"].cfg),
+        "rolling": dataclasses.asdict(stages["rolling_cfg"]),
+    }
+
+
+def build_modules(model: Mapping[str, Any]):
+    """(Tokenizer, Generator, RollingDecoderConfig) from model.json."""
+    import jax.numpy as jnp
+
+    from omni_img.models.generator import make_generator
+    from omni_img.models.rolling_decoder import rolling_decoder_config
+    from omni_img.models.tokenizer import Tokenizer, TokenizerSpec
+
+    spec = dict(model["tokenizer"]["spec"])
+    for key in ("widths", "fsq_levels"):
+        spec[key] = tuple(spec[key])
+    tokenizer = Tokenizer(TokenizerSpec(**spec), dtype=jnp.dtype(model["tokenizer"]["dtype"]))
+    return tokenizer, make_generator(model["generator"]), rolling_decoder_config(model["rolling"])
+
+
+# ----------------------------------------------------------------------------- StableHLO
+
+
+def export_functions(pipeline, sampling) -> dict[str, bytes]:
+    """Serialised ``jax.export`` of each EXPORTED function at batch 1 (for this backend)."""
+    import jax
+    import jax.numpy as jnp
+
+    from omni_img.sampling import ar
+    from omni_img.sampling import rolling as rolling_sampling
+    from omni_img.sampling.pipeline import _conv_decode, _embed, _tokenize
+    from omni_img.sampling.session import edit_conditioning
+
+    spec = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)  # noqa: E731
+    gen, gen_p = pipeline.generator, spec(pipeline.generator_params)
+    tok, tok_p = pipeline.tokenizer, spec(pipeline.tokenizer_params)
+    rcfg, roll_p = pipeline.rolling_cfg, spec(pipeline.rolling_params)
+    source = np.zeros((1, *gen.cfg.grid), np.int32) if gen.cfg.use_source else None
+    cond = spec(edit_conditioning(pipeline.text_tokenizer, "x", gen.cfg, source))
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    grid = jax.ShapeDtypeStruct((1, *gen.cfg.grid), jnp.int32)
+    e, mask = jax.eval_shape(lambda p, c: _embed(gen, p, c), gen_p, cond)
+    image = jax.ShapeDtypeStruct((1, *pipeline.image_size, 3), jnp.uint8)
+
+    def decoder(mode):
+        return lambda p, t, e, m, k: rolling_sampling.make_sampler(rcfg, mode)(p, t, e, m, k)[0]
+
+    functions = {
+        "ar_sample_b1": (lambda p, c, k: ar.sample(gen, p, c, k, sampling), (gen_p, cond, key)),
+        "text_embed_b1": (lambda p, c: _embed(gen, p, c), (gen_p, cond)),
+        "rolling_decode_b1": (decoder("rolling"), (roll_p, grid, e, mask, key)),
+        "sequential_decode_b1": (decoder("sequential"), (roll_p, grid, e, mask, key)),
+        "conv_decode_b1": (lambda p, t: _conv_decode(tok, p, t), (tok_p, grid)),
+        "tokenize_b1": (lambda p, x: _tokenize(tok, p, x), (tok_p, image)),
+    }
+    return {
+        name: bytes(jax.export.export(jax.jit(fn))(*args).serialize())
+        for name, (fn, args) in functions.items()
+    }
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_id(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its bundle_id."""
+    body = {k: v for k, v in manifest.items() if k != "bundle_id"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, sort_keys=True, default=list) + "\n").encode()
+
+
+def bundle_files(stages: Mapping[str, Any], dtype: str, sampling) -> dict[str, bytes]:
+    """Every file of a bundle but the manifest: relative path -> contents."""
+    files = {
+        "model.json": _json_bytes(model_description(stages, dtype)),
+        "text_tokenizer.json": _json_bytes(stages["text_tokenizer"].to_json()),
+    }
+    for stage in STAGES:
+        files[f"configs/{stage}.json"] = _json_bytes(stages["configs"][stage])
+        files[f"params/{stage}.npz"] = _npz_bytes(flatten_params(stages[f"{stage}_params"]), dtype)
+    for name, blob in export_functions(_pipeline(stages), sampling).items():
+        files[f"stablehlo/{name}.bin"] = blob
+    return files
+
+
+def make_manifest(files: Mapping[str, bytes], dtype: str, sampling) -> dict[str, Any]:
+    import jax
+
+    from omni_img import __version__
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "omni_img_version": __version__,
+        "jax_version": jax.__version__,
+        "dtype": dtype,
+        "files": {p: {"sha256": _sha256(b), "bytes": len(b)} for p, b in sorted(files.items())},
+        "exported": {
+            name: {
+                "file": f"stablehlo/{name}.bin",
+                "computes": what,
+                "platforms": [jax.default_backend()],
+            }
+            for name, what in EXPORTED.items()
+        },
+        "sampling": dataclasses.asdict(sampling),
+    }
+    manifest["bundle_id"] = bundle_id(manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _check_out_dir(out: pathlib.Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        if not force:
+            raise UserError(f"{out} exists and is not a directory; pass --force to replace it")
+    elif out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} exists and is not empty; pass --force to overwrite it")
+
+
+def write_bundle(files: Mapping[str, bytes], manifest: Mapping[str, Any], out_dir, force=False):
+    """Write files + manifest into a temporary sibling, then rename it to ``out_dir``."""
+    out = pathlib.Path(out_dir).absolute()
+    _check_out_dir(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as error:
+        raise UserError(f"cannot write the bundle next to {out}: {error.strerror}") from None
+    try:
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        (tmp / MANIFEST).write_bytes(_json_bytes(manifest))  # last: its presence = complete
+        if out.exists() or out.is_symlink():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def export_bundle(
+    rolling_workdir: str,
+    out_dir: str | pathlib.Path,
+    dtype: str = "float32",
+    *,
+    generator_workdir: str | None = None,
+    tokenizer_workdir: str | None = None,
+    force: bool = False,
+    sampling=None,
+) -> dict[str, Any]:
+    """Export a trained run to an inference bundle at ``out_dir``; returns the manifest.
+
+    ``sampling`` (an ``ar.SamplingConfig``, default: its defaults) is baked into the
+    exported AR sampler; ``generate`` can still use any. UserError if ``out_dir`` is a
+    non-empty directory and not ``force``.
+    """
+    from omni_img.sampling.ar import DEFAULT_SAMPLING
+
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    _check_out_dir(pathlib.Path(out_dir).absolute(), force)  # before minutes of work
+    sampling = sampling or DEFAULT_SAMPLING
+    stages = load_stages(rolling_workdir, generator_workdir, tokenizer_workdir)
+    files = bundle_files(stages, dtype, sampling)
+    manifest = make_manifest(files, dtype, sampling)
+    write_bundle(files, manifest, out_dir, force)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def verify_bundle(path: str | pathlib.Path) -> dict[str, Any]:
+    """The manifest of a complete, untampered bundle; otherwise a UserError naming the file."""
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise UserError(f"bundle {root} does not exist (or is not a directory)")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise UserError(f"bundle {root} has no {MANIFEST}: incomplete or not a bundle")
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"bundle {root}: {MANIFEST} is corrupt (not valid JSON)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"bundle {root}: {MANIFEST} is not an omni_img bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"bundle {root}: format version {manifest.get('format_version')}, this omni_img "
+            f"reads version {FORMAT_VERSION}"
+        )
+    if manifest.get("bundle_id") != bundle_id(manifest):
+        raise UserError(f"bundle {root}: {MANIFEST} was modified (bundle_id does not match)")
+    files = manifest.get("files", {})
+    needed = [*REQUIRED, *(e["file"] for e in manifest.get("exported", {}).values())]
+    for rel in needed:
+        if rel not in files:
+            raise UserError(f"bundle {root}: {MANIFEST} does not list the required file {rel}")
+    for rel, entry in files.items():
+        file = root / rel
+        if not file.is_file():
+            raise UserError(f"bundle {root}: file {rel} is missing")
+        if file.stat().st_size != entry["bytes"]:
+            raise UserError(
+                f"bundle {root}: file {rel} has {file.stat().st_size} bytes, the manifest "
+                f"says {entry['bytes']}"
+            )
+        if _file_sha256(file) != entry["sha256"]:
+            raise UserError(f"bundle {root}: file {rel} fails its sha256 check (modified)")
+    return manifest
+
+
+@dataclasses.dataclass
+class Bundle:
+    """A loaded bundle: its manifest, id, the Pipeline, and its exported functions."""
+
+    path: pathlib.Path
+    manifest: dict[str, Any]
+    pipeline: Any  # omni_img.sampling.pipeline.Pipeline
+
+    @property
+    def bundle_id(self) -> str:
+        return self.manifest["bundle_id"]
+
+    def exported(self, name: str):
+        """The ``jax.export.Exported`` of an EXPORTED function (call it with ``.call``)."""
+        import jax
+
+        if name not in self.manifest["exported"]:
+            raise UserError(f"bundle has no exported function {name!r}")
+        blob = (self.path / self.manifest["exported"][name]["file"]).read_bytes()
+        return jax.export.deserialize(bytearray(blob))
+
+
+def load_bundle(path: str | pathlib.Path) -> Bundle:
+    """Verify a bundle (see ``verify_bundle``) and build its Pipeline; no workdir needed."""
+    from omni_img.tokenizers.text import from_json
+
+    root = pathlib.Path(path)
+    manifest = verify_bundle(root)
+    model = json.loads((root / "model.json").read_text())
+    text_tokenizer = from_json(json.loads((root / "text_tokenizer.json").read_text()))
+    tokenizer, generator, rolling_cfg = build_modules(model)
+    dtype = model["param_storage_dtype"]
+    params = {stage: _read_npz(root / f"params/{stage}.npz", dtype) for stage in STAGES}
+    stages = {
+        "tokenizer": tokenizer,
+        "tokenizer_params": params["tokenizer"],
+        "generator": generator,
+        "generator_params": params["generator"],
+        "text_tokenizer": text_tokenizer,
+        "rolling_cfg": rolling_cfg,
+        "rolling_params": params["rolling"],
+    }
+    return Bundle(path=root, manifest=manifest, pipeline=_pipeline(stages))
