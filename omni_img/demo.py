@@ -118,10 +118,8 @@ def run(config, workdir: pathlib.Path) -> dict:
 
 
 def _export(rolling_dir: pathlib.Path, out: pathlib.Path, timings) -> str:
-    try:
-        from omni_img.export.bundle import export_bundle
-    except ImportError:  # export is optional for the report
-        return "not exported (omni_img.export unavailable)"
+    from omni_img.export.bundle import export_bundle
+
     t0 = time.perf_counter()
     print("== export", flush=True)
     if not (out / "manifest.json").is_file():
