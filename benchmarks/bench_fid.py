@@ -135,7 +135,9 @@ def main() -> None:
     machine = next((r["machine"] for r in rows if "machine" in r), None)
     for row in rows:
         row.pop("machine", None)
-    path = common.write_results("fid", {"machine": machine, "args": vars(args), "runs": rows})
+    # The machines are shared: the load average says how much the figures are depressed.
+    payload = {"machine": machine, "load_average": os.getloadavg(), "args": vars(args)}
+    path = common.write_results("fid", {**payload, "runs": rows})
     print(f"wrote {path}")
     columns = ["impl", "devices", "batch", "input_px", "images_per_s", "seconds_per_batch"]
     common.print_table(rows, columns + ["gflops_per_image", "mfu", "skipped", "error"])

@@ -58,6 +58,16 @@ def test_frechet_distance_closed_form_and_singular():
     mu.update(feats)
     mu, sigma = mu.mu_sigma()
     assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+    assert abs(fid.frechet_distance(mu, sigma, mu, sigma, method="eigen")) < 1e-9
+    other = fid.StatsAccumulator(32)
+    other.update(rng.normal(size=(12, 32)) + 0.3)
+    args = (mu, sigma, *other.mu_sigma())
+    assert fid.frechet_distance(*args, method="eigen") == pytest.approx(
+        fid.frechet_distance(*args), rel=1e-6
+    )
+    assert fid.frechet_distance(mu1, np.diag(d1), mu2, np.diag(d2), method="eigen") == (
+        pytest.approx(expected, rel=1e-10)
+    )
 
 
 def test_stats_file_roundtrip_and_errors(tmp_path):
