@@ -1,0 +1,93 @@
+"""One tiny trained run (tokenizer, generator, rolling decoder; 1 step each) for all of
+tests/export, in the layout the main job writes: RUN/tokenizer, RUN/generator, RUN/rolling.
+
+Built once per test session: training three stages costs most of these tests' time.
+"""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PROMPT = "a red circle on the left"
+
+
+class FakeImages:
+    """A dataset split of 16x16 images matching the tokenized fixture's records."""
+
+    def __len__(self):
+        return 48
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng(index)
+        return {"image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)}
+
+
+def train_tiny_run(run: pathlib.Path) -> pathlib.Path:
+    """Train the three stages for one step each into RUN/{tokenizer,generator,rolling}."""
+    from omni_img.config import load_config
+    from omni_img.trainers import generator, rolling, tokenizer
+    from tests.trainers.test_generator_training import tiny_config as tiny_generator_config
+    from tests.trainers.tokenized_fixture import write_tokenized
+    from tests.training.synthetic import SyntheticSource
+    from tests.training.tiny_config import tiny_tokenizer_config
+
+    run.mkdir(parents=True, exist_ok=True)
+    tokenizer.train(
+        tiny_tokenizer_config(1, **{"eval.num_examples": 4}),
+        str(run / "tokenizer"),
+        train_source=SyntheticSource(),
+        eval_source=SyntheticSource(4),
+    )
+    tokens = write_tokenized(run / "tokens", count=48, grid=(4, 4), num_codes=1000)
+    gen_config = tiny_generator_config(tokens, 1)
+    gen_config.model.max_text_len = 40
+    gen_config.eval.num_examples = 4
+    generator.train(gen_config, str(run / "generator"))
+    config = load_config(
+        str(ROOT / "experiments/rolling_tiny.py"),
+        [
+            f"--config.data.tokenized_dir={tokens}",
+            f"--config.generator_workdir={run / 'generator'}",
+            f"--config.tokenizer_workdir={run / 'tokenizer'}",
+            "--config.num_steps=1",
+            "--config.batch_size=8",
+            "--config.log_every=1",
+            "--config.model.image_height=16",
+            "--config.model.image_width=16",
+            "--config.model.dim=32",
+            "--config.model.num_heads=2",
+            "--config.model.num_layers=1",
+            "--config.model.steps_per_band=2",
+        ],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rolling, "open_split", lambda data, split: FakeImages())
+        # The decoder's PSNR report is tested in tests/trainers; here it would only cost time.
+        patch.setattr(rolling, "evaluate", lambda *args, **kwargs: {})
+        rolling.train(config, str(run / "rolling"))
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_run, tmp_path_factory):
+    """A float32 bundle exported from `trained_run` (tests copy it before tampering)."""
+    from omni_img.export.bundle import export_bundle, resolve_run
+
+    rolling, generator, tokenizer = resolve_run(trained_run)
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(rolling, out, generator_workdir=generator, tokenizer_workdir=tokenizer)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir):
+    from omni_img.export.bundle import load_bundle
+
+    return load_bundle(bundle_dir)

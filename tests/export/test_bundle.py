@@ -1,0 +1,182 @@
+"""Bundles: round trip in a fresh process, tamper checks, StableHLO parity, atomic writes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from omni_img.errors import UserError
+from omni_img.export import bundle as bundle_lib
+from omni_img.export.bundle import export_bundle, load_bundle, resolve_run, write_bundle
+from omni_img.sampling import ar
+from omni_img.sampling import rolling as rolling_sampling
+from omni_img.sampling.pipeline import split_seed
+from omni_img.sampling.session import edit_conditioning
+from tests.export.conftest import PROMPT
+
+
+def test_layout_manifest_and_no_pickle(bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    from omni_img import __version__
+
+    assert manifest["omni_img_version"] == __version__
+    assert manifest["bundle_id"] == bundle_lib.bundle_id(manifest)
+    listed = set(manifest["files"])
+    on_disk = {str(p.relative_to(bundle_dir)) for p in bundle_dir.rglob("*") if p.is_file()} - {
+        "manifest.json"
+    }
+    assert listed == on_disk
+    assert set(bundle_lib.REQUIRED) <= listed
+    assert {f"stablehlo/{name}.bin" for name in bundle_lib.EXPORTED} <= listed
+    for rel, entry in manifest["files"].items():
+        assert (bundle_dir / rel).stat().st_size == entry["bytes"]
+        assert not (bundle_dir / rel).read_bytes().startswith(b"\x80")  # pickle protocol 2+
+    # EMA params only: no optimizer state, and the arrays load without pickle.
+    with np.load(bundle_dir / "params/generator.npz", allow_pickle=False) as npz:
+        assert npz.files and not any("opt" in name or "mu" in name.split("/") for name in npz.files)
+        assert all(npz[name].dtype != object for name in npz.files)
+
+
+def test_round_trip_in_a_fresh_process_without_the_workdirs(trained_run, bundle_dir, tmp_path):
+    """(a) export -> fresh process, workdirs gone -> same image as from training state."""
+    reference = bundle_lib.pipeline_from_workdirs(*resolve_run(trained_run))
+    expected = reference.generate(PROMPT, seed=7, decoder="rolling")
+    hidden = trained_run.with_name(trained_run.name + "_hidden")
+    trained_run.rename(hidden)  # the bundle must not need anything in it
+    try:
+        out = tmp_path / "fresh.png"
+        cmd = [
+            sys.executable,
+            "-m",
+            "omni_img.cli",
+            "generate",
+            "--bundle",
+            str(bundle_dir),
+            "--prompt",
+            PROMPT,
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ]
+        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        hidden.rename(trained_run)
+    with Image.open(out) as png:
+        got = np.asarray(png.convert("RGB"))
+        assert png.text["seed"] == "7"
+    np.testing.assert_array_equal(got, expected)
+
+
+def _copy(bundle_dir, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle_dir, target)
+    return target
+
+
+@pytest.mark.parametrize("rel", ["params/generator.npz", "stablehlo/ar_sample_b1.bin"])
+def test_flipped_byte_is_refused_naming_the_file(bundle_dir, tmp_path, rel):
+    """(b) one flipped byte anywhere in a listed file."""
+    target = _copy(bundle_dir, tmp_path)
+    data = bytearray((target / rel).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (target / rel).write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rel.replace(".", r"\.")):
+        load_bundle(target)
+
+
+@pytest.mark.parametrize("rel", ["params/rolling.npz", "text_tokenizer.json", "manifest.json"])
+def test_missing_file_is_refused_naming_the_file(bundle_dir, tmp_path, rel):
+    """(b) a file gone (the manifest itself included)."""
+    target = _copy(bundle_dir, tmp_path)
+    (target / rel).unlink()
+    with pytest.raises(UserError, match=rel.replace(".", r"\.")):
+        load_bundle(target)
+
+
+def test_edited_manifest_is_refused(bundle_dir, tmp_path):
+    target = _copy(bundle_dir, tmp_path)
+    manifest = json.loads((target / "manifest.json").read_text())
+    # Dropping a required file from the manifest (and fixing the id) is still caught.
+    del manifest["files"]["params/tokenizer.npz"]
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="manifest.json"):
+        load_bundle(target)
+    manifest["bundle_id"] = bundle_lib.bundle_id(manifest)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="params/tokenizer.npz"):
+        load_bundle(target)
+
+
+def test_stablehlo_sampler_matches_python(bundle):
+    """(c) the deserialised AR sampler and decoders give what the Python functions give."""
+    pipe = bundle.pipeline
+    cond = edit_conditioning(pipe.text_tokenizer, PROMPT, pipe.generator.cfg)
+    ar_key, decoder_key = split_seed(11)
+    exported = bundle.exported("ar_sample_b1")
+    assert isinstance(exported, jax.export.Exported)
+    tokens = np.asarray(exported.call(pipe.generator_params, cond, ar_key))
+    expected = np.asarray(ar.sample(pipe.generator, pipe.generator_params, cond, ar_key))
+    np.testing.assert_array_equal(tokens, expected)
+
+    e, mask = bundle.exported("text_embed_b1").call(pipe.generator_params, cond)
+    image = bundle.exported("rolling_decode_b1").call(
+        pipe.rolling_params, tokens, e, mask, decoder_key
+    )
+    python_e, python_mask = pipe.text_embeddings(cond)
+    python_image, _ = rolling_sampling.sample(
+        pipe.rolling_params, pipe.rolling_cfg, tokens, python_e, python_mask, decoder_key
+    )
+    np.testing.assert_allclose(np.asarray(image), np.asarray(python_image), atol=1e-5)
+
+
+def test_bfloat16_bundle_is_smaller_and_close(trained_run, bundle, tmp_path):
+    rolling, generator, tokenizer = resolve_run(trained_run)
+    out = tmp_path / "bf16"
+    manifest = export_bundle(
+        rolling, out, "bfloat16", generator_workdir=generator, tokenizer_workdir=tokenizer
+    )
+    assert manifest["dtype"] == "bfloat16"
+    f32 = bundle.manifest["files"]["params/generator.npz"]["bytes"]
+    assert manifest["files"]["params/generator.npz"]["bytes"] < 0.6 * f32
+    loaded = load_bundle(out).pipeline
+    for a, b in zip(
+        jax.tree.leaves(loaded.generator_params), jax.tree.leaves(bundle.pipeline.generator_params)
+    ):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-2, atol=1e-6)
+
+
+def test_out_dir_is_written_atomically_and_never_overwritten_by_default(tmp_path):
+    out = tmp_path / "bundle"
+    sampling = ar.DEFAULT_SAMPLING
+    files = {"model.json": b"{}", "params/a.npz": b"x"}
+    manifest = bundle_lib.make_manifest(files, "float32", sampling)
+    write_bundle(files, manifest, out)
+    assert (out / "manifest.json").is_file()
+    with pytest.raises(UserError, match="not empty"):
+        write_bundle(files, manifest, out)
+    # An export that dies half way leaves neither a bundle nor a temporary directory.
+    broken = {"model.json": b"{}", "params/a.npz": None}
+    with pytest.raises(TypeError):
+        write_bundle(broken, manifest, tmp_path / "half")
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]
+    write_bundle({"model.json": b"[]"}, manifest, out, force=True)
+    assert (out / "model.json").read_bytes() == b"[]" and not (out / "params").exists()
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]
+
+
+def test_resolve_run_refuses_other_stages(trained_run, tmp_path):
+    assert resolve_run(trained_run)[0] == str(trained_run / "rolling")
+    assert resolve_run(trained_run / "rolling") == (str(trained_run / "rolling"), None, None)
+    with pytest.raises(UserError, match="tokenizer workdir"):
+        resolve_run(trained_run / "tokenizer")
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_run(tmp_path / "nope")
