@@ -310,8 +310,9 @@ class Pipeline:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yields (band g, uint8 image (H, W, 3) so far) as each band becomes clean.
 
-        Bands below g are mid-grey (128, the decoder's 0). Token rows are sampled only as the bands need them. The
-        conv decoder needs every row, so it yields once: (0, the whole image).
+        Bands below g are mid-grey (128, the decoder's 0). Token rows are sampled only as
+        the bands need them. The conv decoder needs every row, so it yields once: (0, the
+        whole image).
         """
         check_decoder(decoder)
         cond = self.conditioning(prompt, source_image=source_image, session=session)

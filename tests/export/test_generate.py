@@ -19,7 +19,6 @@ from omni_img.sampling import ar
 from omni_img.sampling.session import Session
 from tests.export.conftest import PROMPT
 
-
 # ----------------------------------------------------------------------------- pipeline
 
 
