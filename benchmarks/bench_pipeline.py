@@ -62,8 +62,8 @@ def random_bundle(out: pathlib.Path) -> dict:
         "configs": {s: {"note": "random init (benchmark)"} for s in bl.STAGES},
     }
     stages = {k: nn.unbox(v) if k.endswith("_params") else v for k, v in stages.items()}
-    files = bl.bundle_files(stages, "float32", DEFAULT_SAMPLING)
-    manifest = bl.make_manifest(files, "float32", DEFAULT_SAMPLING)
+    files, platforms = bl.bundle_files(stages, "float32", DEFAULT_SAMPLING)
+    manifest = bl.make_manifest(files, "float32", DEFAULT_SAMPLING, platforms)
     bl.write_bundle(files, manifest, out)
     return manifest
 

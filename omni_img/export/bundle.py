@@ -43,6 +43,8 @@ MANIFEST = "manifest.json"
 STAGES = ("tokenizer", "generator", "rolling")
 REQUIRED = ("model.json", "text_tokenizer.json", *(f"params/{s}.npz" for s in STAGES))
 DTYPES = ("float32", "bfloat16")
+# StableHLO is lowered for all of these when it can be (only CPU is tested here).
+EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
 # name -> (what it computes, arguments). All at batch 1; keys are raw uint32[2] PRNG keys.
 EXPORTED = {
     "ar_sample_b1": "tokens (1,h,w) int32 <- (generator params, conditioning dict, key); "
@@ -241,8 +243,8 @@ def build_modules(model: Mapping[str, Any]):
 # ----------------------------------------------------------------------------- StableHLO
 
 
-def export_functions(pipeline, sampling) -> dict[str, bytes]:
-    """Serialised ``jax.export`` of each EXPORTED function at batch 1 (for this backend)."""
+def export_functions(pipeline, sampling) -> dict[str, tuple[bytes, list[str]]]:
+    """name -> (serialised ``jax.export`` at batch 1, its platforms) for each EXPORTED."""
     import jax
     import jax.numpy as jnp
 
@@ -273,10 +275,14 @@ def export_functions(pipeline, sampling) -> dict[str, bytes]:
         "conv_decode_b1": (lambda p, t: _conv_decode(tok, p, t), (tok_p, grid)),
         "tokenize_b1": (lambda p, x: _tokenize(tok, p, x), (tok_p, image)),
     }
-    return {
-        name: bytes(jax.export.export(jax.jit(fn))(*args).serialize())
-        for name, (fn, args) in functions.items()
-    }
+    out = {}
+    for name, (fn, args) in functions.items():
+        try:
+            exported = jax.export.export(jax.jit(fn), platforms=EXPORT_PLATFORMS)(*args)
+        except Exception:  # some op has no lowering for a platform: this backend only
+            exported = jax.export.export(jax.jit(fn))(*args)
+        out[name] = (bytes(exported.serialize()), list(exported.platforms))
+    return out
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -304,8 +310,8 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=1, sort_keys=True, default=list) + "\n").encode()
 
 
-def bundle_files(stages: Mapping[str, Any], dtype: str, sampling) -> dict[str, bytes]:
-    """Every file of a bundle but the manifest: relative path -> contents."""
+def bundle_files(stages: Mapping[str, Any], dtype: str, sampling):
+    """(every file but the manifest: relative path -> contents, exported name -> platforms)."""
     files = {
         "model.json": _json_bytes(model_description(stages, dtype)),
         "text_tokenizer.json": _json_bytes(stages["text_tokenizer"].to_json()),
@@ -313,12 +319,16 @@ def bundle_files(stages: Mapping[str, Any], dtype: str, sampling) -> dict[str, b
     for stage in STAGES:
         files[f"configs/{stage}.json"] = _json_bytes(stages["configs"][stage])
         files[f"params/{stage}.npz"] = _npz_bytes(flatten_params(stages[f"{stage}_params"]), dtype)
-    for name, blob in export_functions(_pipeline(stages), sampling).items():
+    platforms = {}
+    for name, (blob, names) in export_functions(_pipeline(stages), sampling).items():
         files[f"stablehlo/{name}.bin"] = blob
-    return files
+        platforms[name] = names
+    return files, platforms
 
 
-def make_manifest(files: Mapping[str, bytes], dtype: str, sampling) -> dict[str, Any]:
+def make_manifest(
+    files: Mapping[str, bytes], dtype: str, sampling, platforms: Mapping[str, list] | None = None
+) -> dict[str, Any]:
     import jax
 
     from omni_img import __version__
@@ -334,7 +344,7 @@ def make_manifest(files: Mapping[str, bytes], dtype: str, sampling) -> dict[str,
             name: {
                 "file": f"stablehlo/{name}.bin",
                 "computes": what,
-                "platforms": [jax.default_backend()],
+                "platforms": (platforms or {}).get(name, [jax.default_backend()]),
             }
             for name, what in EXPORTED.items()
         },
@@ -406,8 +416,8 @@ def export_bundle(
     _check_out_dir(pathlib.Path(out_dir).absolute(), force)  # before minutes of work
     sampling = sampling or DEFAULT_SAMPLING
     stages = load_stages(rolling_workdir, generator_workdir, tokenizer_workdir)
-    files = bundle_files(stages, dtype, sampling)
-    manifest = make_manifest(files, dtype, sampling)
+    files, platforms = bundle_files(stages, dtype, sampling)
+    manifest = make_manifest(files, dtype, sampling, platforms)
     write_bundle(files, manifest, out_dir, force)
     return manifest
 

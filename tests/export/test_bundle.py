@@ -34,6 +34,7 @@ def test_layout_manifest_and_no_pickle(bundle_dir):
     assert listed == on_disk
     assert set(bundle_lib.REQUIRED) <= listed
     assert {f"stablehlo/{name}.bin" for name in bundle_lib.EXPORTED} <= listed
+    assert all("cpu" in e["platforms"] for e in manifest["exported"].values())
     for rel, entry in manifest["files"].items():
         assert (bundle_dir / rel).stat().st_size == entry["bytes"]
         assert not (bundle_dir / rel).read_bytes().startswith(b"\x80")  # pickle protocol 2+
