@@ -34,38 +34,28 @@ def train_tiny_run(run: pathlib.Path) -> pathlib.Path:
     from tests.training.tiny_config import tiny_tokenizer_config
 
     run.mkdir(parents=True, exist_ok=True)
-    tokenizer.train(
-        tiny_tokenizer_config(1, **{"eval.num_examples": 4}),
-        str(run / "tokenizer"),
-        train_source=SyntheticSource(),
-        eval_source=SyntheticSource(4),
-    )
     tokens = write_tokenized(run / "tokens", count=48, grid=(4, 4), num_codes=1000)
     gen_config = tiny_generator_config(tokens, 1)
     gen_config.model.max_text_len = 40
-    gen_config.eval.num_examples = 4
-    generator.train(gen_config, str(run / "generator"))
-    config = load_config(
-        str(ROOT / "experiments/rolling_tiny.py"),
-        [
-            f"--config.data.tokenized_dir={tokens}",
-            f"--config.generator_workdir={run / 'generator'}",
-            f"--config.tokenizer_workdir={run / 'tokenizer'}",
-            "--config.num_steps=1",
-            "--config.batch_size=8",
-            "--config.log_every=1",
-            "--config.model.image_height=16",
-            "--config.model.image_width=16",
-            "--config.model.dim=32",
-            "--config.model.num_heads=2",
-            "--config.model.num_layers=1",
-            "--config.model.steps_per_band=2",
-        ],
-    )
+    config = load_config(str(ROOT / "experiments/rolling_tiny.py"), [
+        f"--config.data.tokenized_dir={tokens}",
+        f"--config.generator_workdir={run / 'generator'}",
+        f"--config.tokenizer_workdir={run / 'tokenizer'}",
+        "--config.num_steps=1", "--config.batch_size=8", "--config.log_every=1",
+        "--config.model.image_height=16", "--config.model.image_width=16",
+        "--config.model.dim=32", "--config.model.num_heads=2", "--config.model.num_layers=1",
+        "--config.model.steps_per_band=2",
+    ])  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(rolling, "open_split", lambda data, split: FakeImages())
-        # The decoder's PSNR report is tested in tests/trainers; here it would only cost time.
+        # The stages' evaluations are tested in tests/trainers; here they would only cost
+        # compile time.
+        patch.setattr(tokenizer, "evaluate", lambda *args, **kwargs: {})
+        patch.setattr(generator, "validation_metrics", lambda *args, **kwargs: {})
         patch.setattr(rolling, "evaluate", lambda *args, **kwargs: {})
+        patch.setattr(rolling, "open_split", lambda data, split: FakeImages())
+        tokenizer.train(tiny_tokenizer_config(1), str(run / "tokenizer"),
+                        train_source=SyntheticSource(), eval_source=SyntheticSource(4))  # fmt: skip
+        generator.train(gen_config, str(run / "generator"))
         rolling.train(config, str(run / "rolling"))
     return run
 
