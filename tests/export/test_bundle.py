@@ -13,7 +13,7 @@ from PIL import Image
 
 from omni_img.errors import UserError
 from omni_img.export import bundle as bundle_lib
-from omni_img.export.bundle import export_bundle, load_bundle, resolve_run, write_bundle
+from omni_img.export.bundle import load_bundle, resolve_run, write_bundle
 from omni_img.sampling import ar
 from omni_img.sampling import rolling as rolling_sampling
 from omni_img.sampling.pipeline import split_seed
@@ -138,12 +138,14 @@ def test_stablehlo_sampler_matches_python(bundle):
     np.testing.assert_allclose(np.asarray(image), np.asarray(python_image), atol=1e-5)
 
 
-def test_bfloat16_bundle_is_smaller_and_close(trained_run, bundle, tmp_path):
-    rolling, generator, tokenizer = resolve_run(trained_run)
+def test_export_command_bfloat16_bundle_is_smaller_and_close(trained_run, bundle, tmp_path, capsys):
+    from omni_img import cli
+
     out = tmp_path / "bf16"
-    manifest = export_bundle(
-        rolling, out, "bfloat16", generator_workdir=generator, tokenizer_workdir=tokenizer
-    )
+    argv = ["export", "--workdir", str(trained_run), "--out", str(out), "--dtype", "bfloat16"]
+    assert cli.main(argv) == 0
+    assert "exported" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dtype"] == "bfloat16"
     f32 = bundle.manifest["files"]["params/generator.npz"]["bytes"]
     assert manifest["files"]["params/generator.npz"]["bytes"] < 0.6 * f32
@@ -153,6 +155,12 @@ def test_bfloat16_bundle_is_smaller_and_close(trained_run, bundle, tmp_path):
     ):
         assert a.dtype == b.dtype
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-2, atol=1e-6)
+    # A second export into the same place needs --force; the refusal comes before any work.
+    assert cli.main(argv) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert cli.main(["export", "--workdir", str(trained_run), "--out", str(out), "--dtype",
+                     "float16"]) == 2  # fmt: skip
+    assert "unknown dtype" in capsys.readouterr().err
 
 
 def test_out_dir_is_written_atomically_and_never_overwritten_by_default(tmp_path):
