@@ -275,6 +275,12 @@ def export_functions(pipeline, sampling) -> dict[str, tuple[bytes, list[str]]]:
         "conv_decode_b1": (lambda p, t: _conv_decode(tok, p, t), (tok_p, grid)),
         "tokenize_b1": (lambda p, x: _tokenize(tok, p, x), (tok_p, image)),
     }
+    try:
+        import flatbuffers  # noqa: F401  (jax.export's serialisation needs it)
+    except ImportError:
+        raise UserError(
+            "exporting StableHLO needs the flatbuffers package: pip install flatbuffers"
+        ) from None
     out = {}
     for name, (fn, args) in functions.items():
         try:
