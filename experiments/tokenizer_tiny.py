@@ -30,8 +30,9 @@ def get_config(arg=None):
         {
             "image_size": 64,
             "patch_size": 4,
-            "widths": (32, 96),
-            "num_res_blocks": 1,
+            "widths": (16, 64),
+            "num_res_blocks": 2,
+            "high_res_blocks": 0,
             "quantizer": "vq" if arg == "vq" else "fsq",
             "fsq_levels": (8, 5, 5, 5),
             "codebook_size": 1024,

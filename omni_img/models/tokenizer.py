@@ -77,7 +77,8 @@ class TokenizerSpec:
     image_size: int = 64
     patch_size: int = 4
     widths: tuple[int, ...] = (32, 96)
-    num_res_blocks: int = 1
+    num_res_blocks: int = 1  # residual conv blocks per stage at the token resolution
+    high_res_blocks: int = 1  # ... and per stage above it (costlier: more pixels)
     quantizer: str = "fsq"
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
     codebook_size: int = 1024
@@ -97,6 +98,10 @@ class TokenizerSpec:
     @property
     def num_codes(self) -> int:
         return math.prod(self.fsq_levels) if self.quantizer == "fsq" else self.codebook_size
+
+    def blocks_at(self, stage: int) -> int:
+        """Residual blocks at downsampling stage `stage` (the last is the token grid)."""
+        return self.num_res_blocks if stage == self.num_stages - 1 else self.high_res_blocks
 
 
 def tokenizer_spec_from_config(model: ml_collections.ConfigDict) -> TokenizerSpec:
@@ -119,7 +124,7 @@ class Encoder(nn.Module):
         for stage in range(self.spec.num_stages):
             width = self.spec.widths[min(stage, len(self.spec.widths) - 1)]
             x = _dense(width, self.dtype)(space_to_depth(x, 2))
-            for _ in range(self.spec.num_res_blocks):
+            for _ in range(self.spec.blocks_at(stage)):
                 x = ResBlock(width, self.dtype)(x)
         x = nn.swish(nn.LayerNorm(dtype=self.dtype)(x))
         return _dense(self.latent_dim, self.dtype)(x)
@@ -136,7 +141,7 @@ class Decoder(nn.Module):
         ]
         x = _dense(widths[-1], self.dtype)(z_BxhxwxD.astype(self.dtype))
         for stage in reversed(range(self.spec.num_stages)):
-            for _ in range(self.spec.num_res_blocks):
+            for _ in range(self.spec.blocks_at(stage)):
                 x = ResBlock(widths[stage], self.dtype)(x)
             out_width = widths[stage - 1] if stage > 0 else widths[0]
             x = depth_to_space(_dense(4 * out_width, self.dtype)(x), 2)
