@@ -4,6 +4,7 @@
     omni-img eval fid-stats --images DIR --out STATS.npz
     omni-img eval fid --images DIR --ref STATS.npz          (or --ref DIR of images)
     omni-img eval images --images DIR [--ref STATS.npz] [--clip-weights HF_DIR] --out DIR
+    omni-img eval bundle --bundle B --out DIR [--per_task N] [--decoder conv rolling] [--no_fid]
 
 `evaluate_images` is the library entry point behind `eval images`: it takes images (and
 optionally their prompts, specs and tasks) from anywhere — a folder, or a bundle's
@@ -63,6 +64,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     images.add_argument("--out", required=True, help="report folder")
 
+    bundle = sub.add_parser(
+        "bundle", help="generate from the test split's prompts with a bundle and report"
+    )
+    bundle.add_argument("--bundle", required=True, help="directory written by omni-img export")
+    bundle.add_argument("--out", required=True, help="report folder")
+    bundle.add_argument("--per_task", type=int, default=32, help="records per task (default 32)")
+    bundle.add_argument("--seed", type=int, default=0, help="record i is generated with seed+i")
+    bundle.add_argument(
+        "--decoder",
+        nargs="+",
+        default=["rolling"],
+        help="one or more of rolling (default), sequential, conv",
+    )
+    bundle.add_argument("--dataset", default="omni_shapes", help="test split of this dataset")
+    bundle.add_argument("--data_dir", help="TFDS data dir (default $TFDS_DATA_DIR or ~/...)")
+    bundle.add_argument("--clip_weights", help="Hugging Face CLIPModel folder (safetensors)")
+    bundle.add_argument("--no_fid", action="store_true", help="skip FID and rFID")
+    bundle.add_argument("--stats_cache", help="FID reference stats folder (default: the cache)")
+    bundle.add_argument(
+        "--preprocessing", default="stylegan3", choices=["stylegan3", "pytorch_fid", "clean_fid"]
+    )
+    bundle.add_argument("--batch-size", type=int, default=50, help="FID batch size")
+    bundle.add_argument("--inception-weights", help="TorchScript .pt or pytorch-fid .pth file")
+    bundle.add_argument("--cfg_scale", type=float, default=1.0, help="1 = no guidance")
+    bundle.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    bundle.add_argument("--top_k", type=int, default=0, help="0 = off")
+    bundle.add_argument("--top_p", type=float, default=1.0, help="1 = off")
+
 
 def main(args: argparse.Namespace) -> int:
     if args.eval_command == "fetch-weights":
@@ -73,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if args.eval_command == "bundle":
+        return _bundle_main(args)
     if args.eval_command == "fid-stats":
         mu, sigma, n = _folder_stats(args.images, args)
         from omni_img.evals import fid
@@ -107,6 +138,44 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/report.json, report.md, samples.png")
         return 0
     raise UserError(f"unknown eval command {args.eval_command}")
+
+
+def _bundle_main(args: argparse.Namespace) -> int:
+    if args.per_task < 1:
+        raise UserError(f"--per_task must be at least 1, got {args.per_task}")
+    from omni_img.data import reading
+    from omni_img.evals import bundle_eval
+    from omni_img.export.bundle import load_bundle
+    from omni_img.export.generate import sampling_config
+    from omni_img.sampling.pipeline import check_decoder
+
+    for decoder in args.decoder:
+        check_decoder(decoder)
+    sampling = sampling_config(args)
+    bundle = load_bundle(args.bundle)
+    source = reading.source(args.dataset, "test", args.data_dir)
+    report, made, records = bundle_eval.evaluate_bundle(
+        bundle.pipeline,
+        source,
+        per_task=args.per_task,
+        seed=args.seed,
+        decoders=tuple(dict.fromkeys(args.decoder)),
+        sampling=sampling,
+        use_fid=not args.no_fid,
+        dataset=args.dataset,
+        stats_cache=args.stats_cache,
+        clip_weights=args.clip_weights,
+        preprocessing=args.preprocessing,
+        batch_size=args.batch_size,
+        inception_weights=args.inception_weights,
+        progress=sys.stderr.isatty(),
+    )
+    report = {"bundle": os.path.basename(os.path.normpath(args.bundle)),
+              "bundle_id": bundle.bundle_id, **report}  # fmt: skip
+    written = bundle_eval.write_bundle_report(report, args.out, made, records)
+    print(bundle_eval.markdown_bundle_report(report))
+    print(f"wrote {args.out}: {', '.join(written)}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------

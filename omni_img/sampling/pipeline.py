@@ -202,6 +202,13 @@ class Pipeline:
         tokens = np.asarray(_tokenize(self.tokenizer, self.tokenizer_params, images))
         return check_token_grid(tokens, self.grid, self.generator.cfg.image_vocab_size)
 
+    def reconstruct(self, images: Any) -> np.ndarray:
+        """The tokenizer's round trip: images uint8 (B, H, W, 3) (or one (H, W, 3); resized to
+        the bundle's size) -> encode -> conv decode -> uint8 (B, H, W, 3)."""
+        images = prepare_image(images, self.image_size, resize=True)
+        tokens = _tokenize(self.tokenizer, self.tokenizer_params, images)
+        return to_uint8(_conv_decode(self.tokenizer, self.tokenizer_params, tokens))
+
     def new_session(self, source_image: Any = None) -> Session:
         """An empty multi-turn session for this model (optionally from a start image)."""
         source = None if source_image is None else self.encode_image(source_image)
