@@ -43,6 +43,6 @@ def get_config(arg=None):
             "entropy_temperature": 0.01,
         }
     )
-    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0})
+    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0, "adversarial": 0.1})
     config.eval = ml_collections.ConfigDict({"num_examples": 1000, "batch_size": 64})
     return config

@@ -42,6 +42,7 @@ def get_config(arg=None):
             "entropy_temperature": 0.01,
         }
     )
-    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0})
+    # adversarial > 0 adds a PatchGAN discriminator (hinge loss) with that weight.
+    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0, "adversarial": 0.0})
     config.eval = ml_collections.ConfigDict({"num_examples": 600, "batch_size": 64})
     return config

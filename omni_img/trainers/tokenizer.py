@@ -23,7 +23,7 @@ from omni_img.config.saved import load_saved_config, save_config
 from omni_img.evals.generation import judge_records
 from omni_img.evals.images import psnr, save_grid
 from omni_img.models.quantizers import code_statistics
-from omni_img.models.tokenizer import Tokenizer, tokenizer_spec_from_config
+from omni_img.models.tokenizer import PatchDiscriminator, Tokenizer, tokenizer_spec_from_config
 from omni_img.sharding import make_mesh
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import fit, restore_latest
@@ -37,13 +37,29 @@ def image_to_float(images_uint8: jax.Array) -> jax.Array:
 
 
 def tokenizer_loss(params, batch, rng, *, model: Tokenizer, loss_weights):
-    """Reconstruction (L1 + L2) plus the quantizer's loss. Returns (loss, metrics)."""
+    """Reconstruction (L1 + L2), the quantizer's loss and, when `loss_weights.adversarial`
+    is > 0, a PatchGAN hinge loss. Returns (loss, metrics).
+
+    With a discriminator, `params` is {"tokenizer": ..., "discriminator": ...} and one
+    optimizer trains both: the generator term sees the discriminator's params through
+    stop_gradient, and the discriminator term sees the reconstruction through
+    stop_gradient, so each network gets only its own objective's gradient.
+    """
     del rng  # the tokenizer's loss is deterministic
+    adversarial = loss_weights.get("adversarial", 0.0)
+    tokenizer_params = params["tokenizer"] if adversarial > 0 else params
     images = image_to_float(batch["image"])
-    reconstruction, ids, quantizer_loss = model.apply({"params": params}, images)
+    reconstruction, ids, quantizer_loss = model.apply({"params": tokenizer_params}, images)
     l1 = jnp.mean(jnp.abs(reconstruction - images))
     l2 = jnp.mean(jnp.square(reconstruction - images))
     loss = loss_weights.l1 * l1 + loss_weights.l2 * l2 + quantizer_loss
+    extra = {}
+    if adversarial > 0:
+        generator_term, discriminator_term = patchgan_losses(
+            params["discriminator"], images, reconstruction
+        )
+        loss = loss + adversarial * generator_term + discriminator_term
+        extra = {"adversarial_g": generator_term, "adversarial_d": discriminator_term}
     usage, perplexity = code_statistics(ids, model.spec.num_codes)
     # PSNR of the batch on the [0, 1] scale: the images span 2 units in [-1, 1].
     psnr_db = -10.0 * jnp.log10(l2 / 4.0)
@@ -57,8 +73,20 @@ def tokenizer_loss(params, batch, rng, *, model: Tokenizer, loss_weights):
         "psnr": psnr_db,
         "batch_code_usage": usage,
         "batch_perplexity": perplexity,
+        **extra,
     }
     return loss, metrics
+
+
+def patchgan_losses(discriminator_params, images, reconstruction):
+    """(generator hinge term, discriminator hinge term) of a PatchGAN."""
+    disc = PatchDiscriminator()
+    frozen = jax.lax.stop_gradient(discriminator_params)
+    generator_term = -jnp.mean(disc.apply({"params": frozen}, reconstruction))
+    real = disc.apply({"params": discriminator_params}, images)
+    fake = disc.apply({"params": discriminator_params}, jax.lax.stop_gradient(reconstruction))
+    discriminator_term = jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+    return generator_term, discriminator_term
 
 
 def image_example(record) -> dict[str, np.ndarray]:
@@ -73,7 +101,22 @@ def build_model(config: ml_collections.ConfigDict) -> Tokenizer:
 def _init_fn(model: Tokenizer, config):
     size = config.model.image_size
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    return lambda rng: model.init(rng, dummy)["params"]
+    if config.loss.get("adversarial", 0.0) <= 0:
+        return lambda rng: model.init(rng, dummy)["params"]
+
+    def init_both(rng):
+        tokenizer_rng, discriminator_rng = jax.random.split(rng)
+        return {
+            "tokenizer": model.init(tokenizer_rng, dummy)["params"],
+            "discriminator": PatchDiscriminator().init(discriminator_rng, dummy)["params"],
+        }
+
+    return init_both
+
+
+def tokenizer_params_of(config, params):
+    """The tokenizer's own params (without the discriminator's, if any)."""
+    return params["tokenizer"] if config.loss.get("adversarial", 0.0) > 0 else params
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str):
@@ -83,12 +126,13 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str):
     return restore_latest(config, workdir, _init_fn(model, config), mesh, rules_from_config(config))
 
 
-def load_workdir(workdir: str, mesh_devices: int | None = None):
+def load_workdir(workdir: str):
     """(config, model, EMA params on host) of a trained tokenizer workdir."""
     config = load_saved_config(workdir)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
     state = restore_state(config, workdir)
-    return config, build_model(config), jax.device_get(state.ema_params)
+    params = tokenizer_params_of(config, state.ema_params)
+    return config, build_model(config), jax.device_get(params)
 
 
 def text_field(value) -> str:
@@ -154,7 +198,8 @@ def train(
     # ---------------------------------------------------------------- Eval
     if eval_source is None:
         eval_source = open_split(config.data, config.data.eval_split)
-    report = evaluate(model, result.state.ema_params, eval_source, config, workdir_path)
+    params = tokenizer_params_of(config, result.state.ema_params)
+    report = evaluate(model, params, eval_source, config, workdir_path)
     report.update(
         steps=int(jax.device_get(result.state.step)),
         compile_seconds=round(result.compile_seconds, 2),

@@ -191,3 +191,24 @@ def test_missing_workdir_parent_is_one_line_error(tmp_path, capsys):
     )
     error = capsys.readouterr().err.strip()
     assert code == 2 and "parent directory" in error and len(error.splitlines()) == 1
+
+
+def test_adversarial_option_trains_a_discriminator(tmp_path):
+    train_tiny(tmp_path / "gan", num_steps=2, **{"loss.adversarial": 0.5})
+    lines = (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines if '"adversarial_d"' in x]
+    assert len(records) == 2 and all(np.isfinite(r["adversarial_d"]) for r in records)
+    config = tiny_tokenizer_config(2, **{"loss.adversarial": 0.5})
+    params = tokenizer.restore_params(config, str(tmp_path / "gan"))
+    assert set(params) == {"tokenizer", "discriminator"}
+    initial = tokenizer._init_fn(tokenizer.build_model(config), config)(
+        jax.random.split(jax.random.PRNGKey(config.seed))[0]
+    )
+    moved = [
+        not np.allclose(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(params["discriminator"]),
+                        jax.tree.leaves(initial["discriminator"]))
+    ]
+    assert any(moved)  # the discriminator's own loss updates it
+    _, _, tokenizer_only = tokenizer.load_workdir(str(tmp_path / "gan"))
+    assert "discriminator" not in tokenizer_only
