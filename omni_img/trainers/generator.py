@@ -29,7 +29,7 @@ from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
 from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import fit, restore_latest
+from omni_img.training.fit import finish_report, fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
 
 TASKS = ("compose", "write", "edit")
@@ -146,16 +146,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Eval
     report = evaluate_now(result.state.ema_params)
-    report.update(
-        steps=int(jax.device_get(result.state.step)),
-        compile_seconds=round(result.compile_seconds, 2),
-        train_seconds=round(result.train_seconds, 2),
-    )
-    writer.write(report["steps"], {k: v for k, v in report.items() if isinstance(v, float)})
-    writer.close()
-    if jax.process_index() == 0:
-        (workdir_path / "generator_eval.json").write_text(json.dumps(report, indent=2))
-    return report
+    return finish_report(report, result, writer, workdir_path / "generator_eval.json")
 
 
 def validation_metrics(model, source, transform, config, params) -> dict[str, float]:

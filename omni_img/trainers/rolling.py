@@ -11,7 +11,6 @@ Shard/Step/Restore/Loop -> Eval.
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 
 import flax.linen as nn
@@ -37,7 +36,7 @@ from omni_img.sharding import make_mesh
 from omni_img.trainers import generator as generator_stage
 from omni_img.trainers import tokenizer as tokenizer_stage
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import fit, restore_latest
+from omni_img.training.fit import finish_report, fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
 
@@ -151,16 +150,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cfg, jax.device_get(nn.unbox(result.state.ema_params)), eval_source, transform,
         (generator_model, generator_params), config, workdir_path,
     )  # fmt: skip
-    report.update(
-        steps=int(jax.device_get(result.state.step)),
-        compile_seconds=round(result.compile_seconds, 2),
-        train_seconds=round(result.train_seconds, 2),
-    )
-    writer.write(report["steps"], {k: v for k, v in report.items() if isinstance(v, float)})
-    writer.close()
-    if jax.process_index() == 0:
-        (workdir_path / "rolling_eval.json").write_text(json.dumps(report, indent=2))
-    return report
+    return finish_report(report, result, writer, workdir_path / "rolling_eval.json")
 
 
 def _example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarray]:

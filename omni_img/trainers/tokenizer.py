@@ -8,7 +8,6 @@ Read top to bottom: Mesh -> Data -> Model -> Shard -> Step -> Restore -> Loop ->
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 
 import flax.linen as nn
@@ -26,7 +25,7 @@ from omni_img.models.quantizers import code_statistics
 from omni_img.models.tokenizer import PatchDiscriminator, Tokenizer, tokenizer_spec_from_config
 from omni_img.sharding import make_mesh
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import fit, restore_latest
+from omni_img.training.fit import finish_report, fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
 
@@ -200,18 +199,7 @@ def train(
         eval_source = open_split(config.data, config.data.eval_split)
     params = tokenizer_params_of(config, result.state.ema_params)
     report = evaluate(model, params, eval_source, config, workdir_path)
-    report.update(
-        steps=int(jax.device_get(result.state.step)),
-        compile_seconds=round(result.compile_seconds, 2),
-        train_seconds=round(result.train_seconds, 2),
-    )
-    writer.write(
-        report["steps"], {f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))}
-    )
-    writer.close()
-    if jax.process_index() == 0:
-        (workdir_path / "tokenizer_eval.json").write_text(json.dumps(report, indent=2))
-    return report
+    return finish_report(report, result, writer, workdir_path / "tokenizer_eval.json")
 
 
 def reconstruct_fn(model: Tokenizer):

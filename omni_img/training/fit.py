@@ -9,6 +9,7 @@ and its evaluation, so each trainer still reads top to bottom.
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 from collections.abc import Callable, Mapping
 
@@ -98,3 +99,19 @@ def restore_latest(config, workdir, init_params, mesh: Mesh, rules):
         return checkpointer.restore(abstract)
     finally:
         checkpointer.close()
+
+
+def finish_report(report: dict, result: LoopResult, writer: MetricsWriter, path: pathlib.Path):
+    """Add the run's step count and timings to an evaluation report, log its scalars,
+    close the writer and (process 0) write the report as JSON to `path`."""
+    report.update(
+        steps=int(jax.device_get(result.state.step)),
+        compile_seconds=round(result.compile_seconds, 2),
+        train_seconds=round(result.train_seconds, 2),
+    )
+    scalars = {f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))}
+    writer.write(report["steps"], scalars)
+    writer.close()
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(report, indent=2))
+    return report
