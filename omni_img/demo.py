@@ -63,9 +63,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     from omni_img.trainers import generator, rolling, tokenizer
     from omni_img.trainers.tokenize import tokenize_split
 
-    if not workdir.parent.is_dir():
-        raise UserError(f"--workdir {workdir}: parent directory {workdir.parent} does not exist")
-    workdir.mkdir(exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # the README's runs/demo: runs/ may not exist
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
