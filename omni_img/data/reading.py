@@ -127,3 +127,10 @@ def source(name_or_config: Any = "omni_shapes", split: str = "train", data_dir: 
     if split not in dataset.info.splits:
         raise UserError(f"dataset {dataset.name} has no split {split!r}")
     return dataset.as_data_source(split=split)
+
+
+def text(value) -> str:
+    """A record's text field as str: TFDS returns `Text` features as bytes; None is ""."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)

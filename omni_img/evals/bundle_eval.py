@@ -26,13 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from omni_img.data import reading
 from omni_img.errors import UserError
 
 RECONSTRUCT_BATCH = 16
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -62,7 +59,7 @@ def select_records(
     chosen = []
     for index in range(len(source)):
         record = source[index]
-        task = _text(record["task"])
+        task = reading.text(record["task"])
         if counts.get(task, 0) >= per_task:
             if len(counts) == 3 and all(n >= per_task for n in counts.values()):
                 break
@@ -110,7 +107,7 @@ def prompt_fits(pipeline) -> Callable[[Mapping[str, Any]], bool]:
 
     def fits(record: Mapping[str, Any]) -> bool:
         try:
-            encode_prompt(pipeline.text_tokenizer, _text(record["caption"]), max_len)
+            encode_prompt(pipeline.text_tokenizer, reading.text(record["caption"]), max_len)
         except UserError:
             return False
         return True
@@ -124,11 +121,15 @@ def conditioning(pipeline, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
     source = None
     history: list[str] = []
-    if _text(record["task"]) == "edit":
+    if reading.text(record["task"]) == "edit":
         source = pipeline.encode_image(np.asarray(record["source_image"], np.uint8))
-        history = json.loads(_text(record.get("history")) or "[]")
+        history = json.loads(reading.text(record.get("history")) or "[]")
     return edit_conditioning(
-        pipeline.text_tokenizer, _text(record["caption"]), pipeline.generator.cfg, source, history
+        pipeline.text_tokenizer,
+        reading.text(record["caption"]),
+        pipeline.generator.cfg,
+        source,
+        history,
     )
 
 
@@ -227,7 +228,7 @@ def evaluate_bundle(
     )
     if not 0 <= seed <= 2**32 - len(records):
         raise UserError(f"--seed must lie in [0, 2**32 - {len(records)}] (seed + record index)")
-    tasks = [_text(r["task"]) for r in records]
+    tasks = [reading.text(r["task"]) for r in records]
     report: dict[str, Any] = {
         "dataset": dataset,
         "per_task": per_task,
@@ -285,7 +286,7 @@ def evaluate_bundle(
             config, params, clip_tokenizer.CLIPTokenizer(weights.clip_vocab_path(None))
         )
         t2i = [i for i, t in enumerate(tasks) if t != "edit"]
-        prompts = [_text(records[i]["caption"]) for i in t2i]
+        prompts = [reading.text(records[i]["caption"]) for i in t2i]
         report["clip"] = {
             "weights": os.path.basename(os.path.normpath(clip_weights)),
             "num_images": len(t2i),
@@ -372,7 +373,7 @@ def write_bundle_report(
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("# omni-img evaluation of a bundle\n\n" + markdown_bundle_report(report) + "\n")
     written = ["report.json", "report.md"]
-    tasks = np.asarray([_text(r["task"]) for r in records])
+    tasks = np.asarray([reading.text(r["task"]) for r in records])
     for decoder, images in made.items():
         for task in sorted(set(tasks)):
             name = f"samples_{task}_{decoder}.png"

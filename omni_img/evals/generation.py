@@ -13,13 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from omni_img.data import reading
 from omni_img.evals import judge as judge_lib
 
 ATTRIBUTES = ("shape", "style", "size", "position")
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
 
 def judge_records(
@@ -30,14 +27,15 @@ def judge_records(
     A record needs `spec` and `task`; edits also `source_image` and `source_spec`,
     and `edit_op` to be reported per op.
     """
-    tasks = [_text(r["task"]) for r in records]
-    specs = [_text(r["spec"]) for r in records]
+    tasks = [reading.text(r["task"]) for r in records]
+    specs = [reading.text(r["spec"]) for r in records]
     sources = [r.get("source_image") if t == "edit" else None for r, t in zip(records, tasks)]
     source_specs = [
-        _text(r.get("source_spec")) or None if t == "edit" else None for r, t in zip(records, tasks)
+        reading.text(r.get("source_spec")) or None if t == "edit" else None
+        for r, t in zip(records, tasks)
     ]
     verdicts = judge_lib.judge_batch(list(images_uint8), specs, tasks, sources, source_specs)
-    edit_ops = [_text(r.get("edit_op")) for r in records]
+    edit_ops = [reading.text(r.get("edit_op")) for r in records]
     summary = judge_lib.summarize(verdicts, tasks, specs, edit_ops)
     compose = [i for i, t in enumerate(tasks) if t == "compose"]
     if compose:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omni_img.data import reading
 from omni_img.evals.generation import judge_records
 from omni_img.evals.images import save_grid, to_uint8
 from omni_img.sampling import ar
@@ -68,14 +69,14 @@ def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[s
     grid = stages.generator.cfg.grid
     rows = []
     for record in records:
-        task = _text(record["task"])
+        task = reading.text(record["task"])
         source_tokens = np.zeros(grid, np.int32)
         if task == "edit":
             image = np.asarray(record["source_image"], np.uint8)[None]
             source_tokens = np.asarray(encode(stages.tokenizer_params, image))[0]
         tokenized = {
-            "caption": _text(record["caption"]),
-            "history": _text(record.get("history")) or "[]",
+            "caption": reading.text(record["caption"]),
+            "history": reading.text(record.get("history")) or "[]",
             "target_tokens": np.zeros(grid, np.int32),
             "source_tokens": source_tokens,
             "has_source": task == "edit",
@@ -145,7 +146,7 @@ def evaluate_samples(
         summary, _ = judge_records(images, chosen)
         report[decoder] = summary
         if grid_dir is not None:
-            tasks = np.asarray([_text(r["task"]) for r in chosen])
+            tasks = np.asarray([reading.text(r["task"]) for r in chosen])
             for task in sorted(set(tasks)):
                 path = pathlib.Path(grid_dir) / f"samples_{task}_{decoder}.png"
                 save_grid(images[tasks == task][:32], path, columns=8)
@@ -157,14 +158,10 @@ def _first_per_task(source, per_task: int) -> list[dict]:
     chosen = []
     for index in range(len(source)):
         record = source[index]
-        task = _text(record["task"])
+        task = reading.text(record["task"])
         if counts.get(task, 0) < per_task:
             counts[task] = counts.get(task, 0) + 1
             chosen.append(record)
         if len(counts) == 3 and all(n >= per_task for n in counts.values()):
             break
     return chosen
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))

@@ -12,8 +12,9 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from omni_img.data import reading
 from omni_img.data.tokenized import TEXT_FIELDS, write_split
-from omni_img.trainers.tokenizer import image_to_float, load_workdir, text_field
+from omni_img.trainers.tokenizer import image_to_float, load_workdir
 from omni_img.training.sources import open_split
 
 
@@ -43,7 +44,7 @@ def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256
         for start in tqdm(range(0, len(source), batch_size), desc=f"tokenize {split}"):
             rows = [source[i] for i in range(start, min(start + batch_size, len(source)))]
             targets = np.asarray(encode(params, np.stack([r["image"] for r in rows])))
-            has_source = np.asarray([text_field(r.get("task")) == "edit" for r in rows])
+            has_source = np.asarray([reading.text(r.get("task")) == "edit" for r in rows])
             sources = np.zeros_like(targets)
             if has_source.any():
                 edit_images = np.stack([r["source_image"] for r in rows])
@@ -56,7 +57,7 @@ def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256
                     "source_tokens": source_tokens.astype(np.int16),
                     "has_source": bool(edit),
                     "index": int(row.get("index", 0)),
-                    **{field: text_field(row.get(field, "")) for field in TEXT_FIELDS},
+                    **{field: reading.text(row.get(field, "")) for field in TEXT_FIELDS},
                 }
 
     return write_split(

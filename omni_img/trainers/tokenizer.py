@@ -19,6 +19,7 @@ import numpy as np
 from omni_img.config import validate_config
 from omni_img.config.defaults import rules_from_config
 from omni_img.config.saved import load_saved_config, save_config
+from omni_img.data import reading
 from omni_img.evals.generation import judge_records
 from omni_img.evals.images import psnr, save_grid
 from omni_img.models.quantizers import code_statistics
@@ -132,12 +133,6 @@ def load_workdir(workdir: str):
     state = restore_state(config, workdir)
     params = tokenizer_params_of(config, state.ema_params)
     return config, build_model(config), jax.device_get(params)
-
-
-def text_field(value) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str):
@@ -260,4 +255,4 @@ def evaluate(model, params, source, config, workdir: pathlib.Path) -> dict:
 
 
 def _task_name(record) -> str:
-    return text_field(record.get("task", "image"))
+    return reading.text(record.get("task", "image"))
