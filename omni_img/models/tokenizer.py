@@ -70,6 +70,11 @@ class ResBlock(nn.Module):
         return x_BxHxWxC + y
 
 
+def _res_block(spec):
+    """ResBlock, rematerialised when the spec asks: less activation memory, more compute."""
+    return nn.remat(ResBlock) if spec.remat else ResBlock
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenizerSpec:
     """Architecture of the tokenizer; `patch_size` = pixels per token side (a power of 2)."""
@@ -79,6 +84,7 @@ class TokenizerSpec:
     widths: tuple[int, ...] = (32, 96)
     num_res_blocks: int = 1  # residual conv blocks per stage at the token resolution
     high_res_blocks: int = 1  # ... and per stage above it (costlier: more pixels)
+    remat: bool = False  # recompute residual blocks' activations in the backward pass
     quantizer: str = "fsq"
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
     codebook_size: int = 1024
@@ -124,8 +130,9 @@ class Encoder(nn.Module):
         for stage in range(self.spec.num_stages):
             width = self.spec.widths[min(stage, len(self.spec.widths) - 1)]
             x = _dense(width, self.dtype)(space_to_depth(x, 2))
-            for _ in range(self.spec.blocks_at(stage)):
-                x = ResBlock(width, self.dtype)(x)
+            for block in range(self.spec.blocks_at(stage)):
+                name = f"res_{stage}_{block}"  # the same params with and without remat
+                x = _res_block(self.spec)(width, self.dtype, name=name)(x)
         x = nn.swish(nn.LayerNorm(dtype=self.dtype)(x))
         return _dense(self.latent_dim, self.dtype)(x)
 
@@ -141,8 +148,9 @@ class Decoder(nn.Module):
         ]
         x = _dense(widths[-1], self.dtype)(z_BxhxwxD.astype(self.dtype))
         for stage in reversed(range(self.spec.num_stages)):
-            for _ in range(self.spec.blocks_at(stage)):
-                x = ResBlock(widths[stage], self.dtype)(x)
+            for block in range(self.spec.blocks_at(stage)):
+                name = f"res_{stage}_{block}"
+                x = _res_block(self.spec)(widths[stage], self.dtype, name=name)(x)
             out_width = widths[stage - 1] if stage > 0 else widths[0]
             x = depth_to_space(_dense(4 * out_width, self.dtype)(x), 2)
         x = nn.swish(nn.LayerNorm(dtype=self.dtype)(x))

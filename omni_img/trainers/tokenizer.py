@@ -7,6 +7,7 @@ Read top to bottom: Mesh -> Data -> Model -> Shard -> Step -> Restore -> Loop ->
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 
@@ -95,7 +96,8 @@ def image_example(record) -> dict[str, np.ndarray]:
 
 def build_model(config: ml_collections.ConfigDict) -> Tokenizer:
     dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
-    return Tokenizer(tokenizer_spec_from_config(config.model), dtype=dtype)
+    spec = dataclasses.replace(tokenizer_spec_from_config(config.model), remat=config.remat)
+    return Tokenizer(spec, dtype=dtype)
 
 
 def _init_fn(model: Tokenizer, config):
