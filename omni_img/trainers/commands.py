@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 from omni_img.errors import UserError
+from omni_img.sharding import distributed
 
 # config.stage -> module with `train(config, workdir) -> report`
 TRAINERS = {
@@ -20,6 +21,7 @@ ACCEPTS_CONFIG_OVERRIDES = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiments/NAME.py[:arg]")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and samples go here")
+    distributed.add_arguments(parser)
     parser.epilog = "Any config key can be overridden: --config.optim.lr=3e-4"
 
 
@@ -27,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
     from omni_img.config import load_config
 
     config = load_config(args.config, args.overrides)
+    distributed.initialize_from_args(args)  # before anything touches a JAX backend
     if config.get("stage") not in TRAINERS:
         raise UserError(
             f"config.stage={config.get('stage')!r} has no trainer; stages: {sorted(TRAINERS)}"

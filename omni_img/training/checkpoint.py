@@ -44,13 +44,16 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def due(self, step: int) -> bool:
-        """Whether `step` should be saved: every N steps or every M minutes."""
-        by_steps = self.every_steps > 0 and step % self.every_steps == 0
-        by_time = self.every_seconds > 0 and (
+    def due_by_steps(self, step: int) -> bool:
+        """Whether `step` is a multiple of the save interval (the same on every process)."""
+        return self.every_steps > 0 and step % self.every_steps == 0
+
+    def due_by_time(self) -> bool:
+        """Whether `every_minutes` passed since the last save (this process's clock: a
+        multi-process loop must agree on it before acting, see `training.loop`)."""
+        return self.every_seconds > 0 and (
             time.monotonic() - self._last_save_time >= self.every_seconds
         )
-        return by_steps or by_time
 
     def save(self, step: int, state: TrainState, data_iterator=None) -> None:
         """Start an (async) save of `state` and the iterator position at `step`."""

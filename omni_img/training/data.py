@@ -1,10 +1,13 @@
 """Input pipelines: grain over a random-access source, sharded per process.
 
-Each process reads every `process_count`-th record starting at its index, shuffles
-with the run's seed, and batches its share of the global batch. Batches are assembled
-into global `jax.Array`s with `jax.make_array_from_process_local_data`. The iterator
-is checkpointable (grain saves its position), so resume continues on the exact next
-batch.
+Every process walks the same shuffled stream (same seed) and reads only its rows of
+each global batch: global batch k is the P consecutive blocks of B/P records that
+start at k*B, and process p reads block p. So the global batches, and the losses,
+do not depend on how many processes share them, and a checkpoint's iterator
+position (a count of batches) means the same on any process count. Batches are
+assembled into global `jax.Array`s with `jax.make_array_from_process_local_data`.
+The iterator is checkpointable (grain saves its position), so resume continues on
+the exact next batch.
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ def make_train_iterator(
         )
     if not isinstance(source, grain.MapDataset):
         source = grain.MapDataset.source(source)
-    dataset = source[process_index::process_count]
-    if shuffle:
-        dataset = dataset.shuffle(seed=seed)
+    dataset = source.shuffle(seed=seed) if shuffle else source
     if len(dataset) < sys.maxsize:  # an already infinite dataset (a mixture) is not repeated
         dataset = dataset.repeat(num_epochs)
-    dataset = dataset.map(transform)
-    dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True)
+    local_batch_size = global_batch_size // process_count
+    # Transforms are lazy: a process only decodes the records of its own blocks.
+    dataset = dataset.map(transform).batch(local_batch_size, drop_remainder=True)
+    dataset = dataset[process_index::process_count]
     iterable = dataset.to_iter_dataset()
     if worker_count > 0:
         iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

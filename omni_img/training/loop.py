@@ -4,6 +4,13 @@ The loop dispatches step n+1 before it reads step n's metrics back to the host,
 so the device never waits on Python. Compilation is done ahead of the loop and
 timed on its own. A non-finite loss stops the run loudly, naming the step. SIGTERM
 (a preemption) and normal exit both write a final checkpoint.
+
+Decisions that depend on a clock or a signal (stop on SIGTERM, stop when the time
+budget is spent, save because `every_minutes` passed) differ between processes, but
+saving and stepping are collective: a process that stops one step before the others
+would leave them waiting forever. With several processes such decisions are taken
+only every `log_every` steps and agreed with one host all-gather (any process asking
+means all act); a single process decides at every step.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ from omni_img.training.state import TrainState
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def agree_any(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+    """Each flag OR-ed over all processes (identity with one process)."""
+    if jax.process_count() == 1:
+        return flags
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.asarray(flags, np.bool_))
+    return tuple(bool(x) for x in np.any(np.reshape(gathered, (-1, len(flags))), axis=0))
 
 
 @dataclasses.dataclass
@@ -90,6 +107,8 @@ def run_loop(
         writer.write(start_step, {"compile_seconds": compile_seconds})
 
     pending: tuple[int, dict] | None = None
+    single_process = jax.process_count() == 1
+    stop_requested = False
     batch = first_batch
     step = start_step
     train_start = time.perf_counter()
@@ -125,12 +144,14 @@ def run_loop(
                     scalars = hook(state)
                     if scalars and writer is not None:
                         writer.write(step, scalars)
+            save_by_time, stop_requested, out_of_time = _timed_decisions(
+                step, log_every, single_process, checkpointer, stop, max_seconds, train_start
+            )
             # Save before drawing the next batch: the saved iterator position must
             # match the saved state, so resume continues on the exact next batch.
-            if checkpointer is not None and checkpointer.due(step):
+            if checkpointer is not None and (checkpointer.due_by_steps(step) or save_by_time):
                 checkpointer.save(step, state, data_iterator)
-            out_of_time = max_seconds > 0 and time.perf_counter() - train_start >= max_seconds
-            if step >= num_steps or stop.is_set() or out_of_time:
+            if step >= num_steps or stop_requested or out_of_time:
                 break
             batch = to_device(next(batches))
         if pending is not None:
@@ -138,7 +159,7 @@ def run_loop(
         if checkpointer is not None:
             checkpointer.save(step, state, data_iterator)
             checkpointer.wait()
-        stopped_by_signal = stop.is_set()
+        stopped_by_signal = stop_requested
     bar.close()
     return LoopResult(
         state=state,
@@ -147,6 +168,19 @@ def run_loop(
         train_seconds=time.perf_counter() - train_start,
         stopped_by_signal=stopped_by_signal,
     )
+
+
+def _timed_decisions(step, log_every, single_process, checkpointer, stop, max_seconds, start):
+    """(save because every_minutes passed, SIGTERM seen, time budget spent), the same on
+    every process: several processes decide only every `log_every` steps, together."""
+    if not (single_process or step % log_every == 0):
+        return False, False, False
+    local = (
+        checkpointer is not None and checkpointer.due_by_time(),
+        stop.is_set(),
+        max_seconds > 0 and time.perf_counter() - start >= max_seconds,
+    )
+    return local if single_process else agree_any(local)
 
 
 def _report(pending, writer, bar, log_every, window_start, window_steps, examples_per_step):

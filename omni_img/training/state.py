@@ -92,6 +92,26 @@ def create_sharded_state(
         return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
 
 
+def to_host(tree: PyTree) -> PyTree:
+    """NumPy copies of a (possibly boxed) tree of global arrays, on every process.
+
+    Arrays this process holds whole (replicated ones included) are copied directly;
+    an array split across processes (fsdp over hosts) is all-gathered first, which is
+    collective: every process must call this together.
+    """
+    tree = nn.unbox(tree)
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_replicated or x.is_fully_addressable:
+            return jax.device_get(x)
+        return multihost_utils.process_allgather(x, tiled=True)
+
+    return jax.tree.map(one, tree)
+
+
 def _shardable(leaf, sharding: NamedSharding) -> NamedSharding:
     """Replicate the dimensions a rule would split unevenly (e.g. 3 RGB channels over 4).
 
