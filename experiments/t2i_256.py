@@ -1,35 +1,25 @@
 """Text-to-image at 256 px: a ~300M-parameter AR decoder over 16x16 tokens (LlamaGen-B/L class).
 
-    omni-img train --config experiments/t2i_256.py:gpu8 --workdir gs://.../t2i_256 \
+    omni-img train --config experiments/t2i_256.py:gpu8,fsdp --workdir gs://.../t2i_256 \
         --config.data.tokenized_dir=/data/tokens_256
 
-Not trainable on a CPU: its shapes and shardings are checked in tests with
-`jax.eval_shape` and lowering only. The argument picks a mesh preset:
-  gpu8      one 8-GPU node: fsdp over all 8 devices (params, grads and optimizer sharded)
-  gpu32     4 x 8 GPUs: data 4 x fsdp 8
-  tpu_v5p64 a v5p-64-like slice (32 chips x 2 cores): data 4 x fsdp 8 x tensor 2
-Decoder: 16 layers, width 1024, 16 heads, SwiGLU 2816, codebook 16384 (~306M params);
-encoder: 6 layers (~78M). bf16 compute, fp32 params, remat on.
+Not trainable on a CPU: `omni-img compile` checks its memory and collectives, tests
+its shapes and shardings. The argument is a mesh preset `TARGET[,LAYOUT]` (targets
+gpu8, gpu32, tpu_v5p64; layouts pure_dp, fsdp, fsdp_tp; see omni_img/config/meshes.py),
+default gpu8,fsdp. Decoder: 16 layers, width 1024, 16 heads, SwiGLU 2816, codebook
+16384 (~306M params); encoder: 6 layers (~78M). bf16 compute, fp32 params, remat on.
 """
 
 import ml_collections
 
 from omni_img.config.defaults import training_defaults
-
-MESH_PRESETS = {
-    "gpu8": {"data": 1, "fsdp": 8, "tensor": 1},
-    "gpu32": {"data": 4, "fsdp": 8, "tensor": 1},
-    "tpu_v5p64": {"data": 4, "fsdp": 8, "tensor": 2},
-}
+from omni_img.config.meshes import apply_mesh_preset
 
 
 def get_config(arg=None):
-    preset = arg or "gpu8"
-    if preset not in MESH_PRESETS:
-        raise ValueError(f"unknown mesh preset {preset!r}; presets: {sorted(MESH_PRESETS)}")
     config = training_defaults()
     config.stage = "generator"
-    config.mesh = ml_collections.ConfigDict(MESH_PRESETS[preset])
+    apply_mesh_preset(config, arg, default="gpu8,fsdp")
     config.batch_size = 256
     config.num_steps = 300_000
     config.compute_dtype = "bfloat16"
@@ -51,6 +41,9 @@ def get_config(arg=None):
     config.model = ml_collections.ConfigDict(
         {
             "text_vocab_size": 264,
+            "grid_h": 16,
+            "grid_w": 16,
+            "image_vocab_size": 16384,
             "max_text_len": 128,
             "max_history_len": 0,
             "use_source": False,

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("omni_img.demo", "the main job: build data, train every stage, export, report"),
     "data": ("omni_img.data.commands", "build the built-in dataset or ingest your own images"),
     "train": ("omni_img.trainers.commands", "train one stage from an experiment config"),
+    "compile": (
+        "omni_img.trainers.compile",
+        "compile a train step ahead of time: memory, FLOPs, collectives",
+    ),
     "tokenize": ("omni_img.trainers.tokenize", "write the token grids of dataset splits once"),
     "eval": ("omni_img.evals.commands", "FID, CLIP score and image reports; fetch eval weights"),
     "export": ("omni_img.export.commands", "write an inference bundle from a trained run"),

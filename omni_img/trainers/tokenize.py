@@ -57,6 +57,7 @@ def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256
                     "source_tokens": source_tokens.astype(np.int16),
                     "has_source": bool(edit),
                     "index": int(row.get("index", 0)),
+                    **({"label": int(row["label"])} if "label" in row else {}),
                     **{field: reading.text(row.get(field, "")) for field in TEXT_FIELDS},
                 }
 

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import pathlib
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,9 +26,10 @@ from omni_img.models.quantizers import code_statistics
 from omni_img.models.tokenizer import PatchDiscriminator, Tokenizer, tokenizer_spec_from_config
 from omni_img.sharding import make_mesh
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import finish_report, fit, restore_latest
+from omni_img.training.fit import StageStep, finish_report, fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
+from omni_img.training.state import to_host
 
 
 def image_to_float(images_uint8: jax.Array) -> jax.Array:
@@ -116,6 +116,17 @@ def _init_fn(model: Tokenizer, config):
     return init_both
 
 
+def train_step_parts(config: ml_collections.ConfigDict) -> StageStep:
+    """The tokenizer's train step (initialiser, loss, batch shapes) from its config."""
+    model = build_model(config)
+    size = config.model.image_size
+    return StageStep(
+        init_params=_init_fn(model, config),
+        loss_fn=functools.partial(tokenizer_loss, model=model, loss_weights=config.loss),
+        example_batch={"image": np.zeros((config.batch_size, size, size, 3), np.uint8)},
+    )
+
+
 def tokenizer_params_of(config, params):
     """The tokenizer's own params (without the discriminator's, if any)."""
     return params["tokenizer"] if config.loss.get("adversarial", 0.0) > 0 else params
@@ -171,21 +182,15 @@ def train(
 
     # ---------------------------------------------------------------- Model
     model = build_model(config)
-    size = config.model.image_size
-    init_params = _init_fn(model, config)
 
     # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
-    example_batch = {"image": np.zeros((config.batch_size, size, size, 3), np.uint8)}
-    loss_fn = functools.partial(tokenizer_loss, model=model, loss_weights=config.loss)
     result = fit(
         config,
         workdir_path,
         mesh=mesh,
         rules=rules,
-        init_params=init_params,
-        loss_fn=loss_fn,
-        example_batch=example_batch,
+        stage=train_step_parts(config),
         data_iterator=data_iterator,
         writer=writer,
         description="tokenizer",
@@ -211,10 +216,19 @@ def reconstruct_fn(model: Tokenizer):
     return reconstruct
 
 
+def code_usage(ids, num_codes: int) -> tuple[float, float]:
+    """(share of the codes used at least once, perplexity) of an array of token ids."""
+    counts = np.bincount(np.asarray(ids).reshape(-1), minlength=num_codes)
+    probs = counts[counts > 0] / counts.sum()
+    return float(np.mean(counts > 0)), float(np.exp(-np.sum(probs * np.log(probs))))
+
+
 def evaluate(model, params, source, config, workdir: pathlib.Path) -> dict:
-    """PSNR per task, codebook usage and perplexity on `config.eval.num_examples` records,
-    and a grid PNG of originals (odd rows) over reconstructions (even rows)."""
-    params = jax.device_get(nn.unbox(params))
+    """PSNR per task and the judge on `config.eval.num_examples` records; codebook usage
+    and perplexity over `config.eval.usage_examples` (0: the whole split; usage counted
+    on a small sample understates it); a grid PNG of originals (odd rows) over
+    reconstructions (even rows)."""
+    params = to_host(params)
     reconstruct = reconstruct_fn(model)
     count = min(int(config.eval.num_examples), len(source))
     batch_size = int(config.eval.batch_size)
@@ -230,15 +244,20 @@ def evaluate(model, params, source, config, workdir: pathlib.Path) -> dict:
     tasks = [_task_name(r) for r in records]
     originals = np.concatenate(originals)
     reconstructions = np.concatenate(reconstructions)
-    ids = np.concatenate(all_ids)
     per_image = psnr(originals, reconstructions)
-    counts = np.bincount(ids.reshape(-1), minlength=model.spec.num_codes)
-    probs = counts / counts.sum()
+    usage_count = int(config.eval.get("usage_examples", 0)) or len(source)
+    encode = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))
+    for start in range(count, min(usage_count, len(source)), batch_size):
+        rows = range(start, min(start + batch_size, usage_count, len(source)))
+        images = np.stack([np.asarray(source[i]["image"], np.uint8) for i in rows])
+        all_ids.append(np.asarray(encode(params, images)))
+    usage, perplexity = code_usage(np.concatenate(all_ids), model.spec.num_codes)
     report = {
         "eval_examples": int(count),
+        "usage_examples": int(sum(len(i) for i in all_ids)),
         "psnr": float(np.mean(per_image)),
-        "code_usage": float(np.mean(counts > 0)),
-        "perplexity": float(np.exp(-np.sum(probs[probs > 0] * np.log(probs[probs > 0])))),
+        "code_usage": usage,
+        "perplexity": perplexity,
     }
     tasks_array = np.asarray(tasks)
     for task in sorted(set(tasks)):

@@ -1,13 +1,17 @@
 """`fit`: the part of every stage's trainer that does not depend on the stage.
 
-Given the mesh, a params initialiser, a loss and a data iterator, it builds the
-optimizer, lays the state out on the mesh, jits the step, applies the resume order
-and runs the loop. A trainer calls it between its stage-specific Data/Model setup
-and its evaluation, so each trainer still reads top to bottom.
+A stage describes its train step as a `StageStep` (a params initialiser, a loss and
+the shapes of one batch), built from its config alone. Given that, the mesh and a
+data iterator, `fit` builds the optimizer, lays the state out on the mesh, jits the
+step, applies the resume order and runs the loop. A trainer calls it between its
+stage-specific Data/Model setup and its evaluation, so each trainer still reads top
+to bottom. `compile_train_step` compiles the same step ahead of time with no data and
+no state in memory (`omni-img compile`, benchmarks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -18,6 +22,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from omni_img.sharding import mesh_context
 from omni_img.training.checkpoint import Checkpointer, restore_initial_state
 from omni_img.training.data import batch_shardings, to_global_batch
 from omni_img.training.loop import LoopResult, run_loop
@@ -25,6 +30,20 @@ from omni_img.training.metrics import MetricsWriter
 from omni_img.training.optim import learning_rate_schedule, make_optimizer
 from omni_img.training.state import create_sharded_state, state_shardings
 from omni_img.training.step import LossFn, jit_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class StageStep:
+    """A stage's train step, from its config alone.
+
+    `init_params(rng)` returns the (logically boxed) params; `loss_fn(params, batch,
+    rng) -> (loss, metrics)`; `example_batch` holds host arrays with the shapes and
+    dtypes of one global batch (their values are never used).
+    """
+
+    init_params: Callable
+    loss_fn: LossFn
+    example_batch: Mapping[str, np.ndarray]
 
 
 def abstract_train_state(config, init_params, mesh: Mesh, rules):
@@ -41,40 +60,48 @@ def fit(
     *,
     mesh: Mesh,
     rules,
-    init_params: Callable,
-    loss_fn: LossFn,
-    example_batch: Mapping[str, np.ndarray],
+    stage: StageStep,
     data_iterator,
     writer: MetricsWriter,
     hooks=(),
     description: str = "train",
+    prepare_batch: Callable[[dict], dict] | None = None,
 ) -> LoopResult:
-    """Shard -> Step -> Restore -> Loop. Returns the loop's result (final state inside)."""
+    """Shard -> Step -> Restore -> Loop. Returns the loop's result (final state inside).
+
+    `prepare_batch`, if given, maps each global batch (on device) to what the step
+    takes, e.g. adds a frozen encoder's outputs; `stage.example_batch` describes its
+    output.
+    """
     # ---------------------------------------------------------------- Shard
-    abstract, shardings, tx, schedule = abstract_train_state(config, init_params, mesh, rules)
+    abstract, shardings, tx, schedule = abstract_train_state(config, stage.init_params, mesh, rules)
 
     # ---------------------------------------------------------------- Step
     step_fn = jit_train_step(
-        loss_fn, tx, schedule, config, mesh, shardings, batch_shardings(example_batch, mesh)
+        stage.loss_fn,
+        tx,
+        schedule,
+        config,
+        mesh,
+        shardings,
+        batch_shardings(stage.example_batch, mesh),
     )
 
     # ---------------------------------------------------------------- Restore
     checkpointer = Checkpointer(workdir, config.checkpoint)
-    fresh = functools.partial(create_sharded_state, init_params, tx, mesh, rules, config.seed)
+    fresh = functools.partial(create_sharded_state, stage.init_params, tx, mesh, rules, config.seed)
     state, origin = restore_initial_state(checkpointer, config, abstract, fresh, data_iterator)
     if jax.process_index() == 0:
         print(f"{description}: {origin}; mesh {dict(mesh.shape)}", flush=True)
 
     # ---------------------------------------------------------------- Loop
-    from omni_img.sharding import mesh_context
-
     try:
         with mesh_context(mesh, rules):
             return run_loop(
                 state=state,
                 step_fn=step_fn,
                 batches=data_iterator,
-                to_device=lambda batch: to_global_batch(batch, mesh),
+                to_device=functools.partial(_to_device, mesh=mesh, prepare=prepare_batch),
                 num_steps=config.num_steps,
                 checkpointer=checkpointer,
                 data_iterator=data_iterator,
@@ -89,6 +116,27 @@ def fit(
             )
     finally:
         checkpointer.close()
+
+
+def _to_device(batch, *, mesh: Mesh, prepare):
+    global_batch = to_global_batch(batch, mesh)
+    return global_batch if prepare is None else prepare(global_batch)
+
+
+def compile_train_step(config, stage: StageStep, mesh: Mesh, rules):
+    """The stage's train step lowered and compiled for `mesh`, from shapes only: no
+    params, optimizer state or batch is ever allocated (an out-of-memory shows here)."""
+    abstract, shardings, tx, schedule = abstract_train_state(config, stage.init_params, mesh, rules)
+    in_batch = batch_shardings(stage.example_batch, mesh)
+    step_fn = jit_train_step(stage.loss_fn, tx, schedule, config, mesh, shardings, in_batch)
+    abstract_batch = {
+        name: jax.ShapeDtypeStruct(
+            np.shape(value), np.asarray(value).dtype, sharding=in_batch[name]
+        )
+        for name, value in stage.example_batch.items()
+    }
+    with mesh_context(mesh, rules):
+        return step_fn.lower(abstract, abstract_batch).compile()
 
 
 def restore_latest(config, workdir, init_params, mesh: Mesh, rules):
