@@ -5,6 +5,12 @@
 
 Needs the token grids of a trained tokenizer:
     omni-img tokenize --tokenizer runs/tokenizer_tiny --out runs/tokens
+
+The decoder writes the 16x16 grid in 2x2 blocks (`group=2`: 64 steps of 4 tokens), and
+the encoder reads 4 prompt bytes a position (`text_group=4`) and the edit source in the
+same 2x2 blocks: the sequences a 2-core CPU must run through every step are 4x shorter
+than one token a position, while every byte and token stays visible to the model.
+grid_h / grid_w / image_vocab_size: 0 takes them from the tokenized data.
 """
 
 import ml_collections
@@ -32,12 +38,16 @@ def get_config(arg=None):
     config.data.task_weights = ml_collections.ConfigDict(
         {"compose": 0.5, "write": 0.25, "edit": 0.25}
     )
-    # grid_h / grid_w / image_vocab_size come from the tokenized data's metadata.
     config.model = ml_collections.ConfigDict(
         {
+            "grid_h": 0,
+            "grid_w": 0,
+            "image_vocab_size": 0,
+            "group": 2,
+            "text_group": 4,
             "text_vocab_size": 264,
-            "max_text_len": 224,  # the longest omni_shapes caption is 210 bytes
-            "max_history_len": 128,  # older turns are dropped first
+            "max_text_len": 200,  # the longest omni_shapes caption is 194 bytes (+ BOS, EOS)
+            "max_history_len": 64,  # older turns are dropped first
             "use_source": True,
             "dim": 128,
             "num_heads": 4,
@@ -48,8 +58,14 @@ def get_config(arg=None):
             "rope": True,
         }
     )
+    # Sampling for the evaluations (greedy; cfg_scale 1 = no guidance).
     config.sampling = ml_collections.ConfigDict(
-        {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.0}
+        {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.0}
     )
-    config.eval = ml_collections.ConfigDict({"num_examples": 256, "batch_size": 64})
+    # NLL and token accuracy on num_examples validation records and a grid of `samples`
+    # greedy samples at each eval; at the end, the judge on judge_per_task test records
+    # of each task (held-out combinations and words), decoded with the conv decoder.
+    config.eval = ml_collections.ConfigDict(
+        {"num_examples": 256, "batch_size": 64, "samples": 16, "judge_per_task": 300}
+    )
     return config

@@ -46,8 +46,10 @@ def find_config(path: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from omni_img.config import load_config
+    from omni_img.sharding.distributed import split_cpu
 
     config = load_config(find_config(args.config), args.overrides)
+    split_cpu(config.get("cpu_devices", 0))  # before anything starts JAX
     report = run(config, pathlib.Path(args.workdir))
     print(f"report: {report['report_md']}")
     return 0
@@ -182,13 +184,39 @@ def render_markdown(report: dict) -> str:
         if "geneval" in summary:
             geneval = ", ".join(f"{k} {100 * v:.0f} %" for k, v in summary["geneval"].items())
             lines.append(f"  - compose (GenEval categories): {geneval}")
-        if "write_ocr" in summary:
-            ocr = summary["write_ocr"]
-            lines.append(f"  - write: exact {100 * ocr['exact_match']:.0f} %, CER {ocr['cer']:.2f}")
+        lines.extend(f"  - {line}" for line in judge_lines(summary))
         lines.append(f"  - grids: samples_<task>_{decoder}.png")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_seconds"].items())
     lines += ["", "## Timings", f"- {timings}", "", f"Bundle: {report['bundle']}", ""]
     return "\n".join(lines)
+
+
+def judge_lines(summary: dict) -> list[str]:
+    """The judge's breakdowns (compose attributes and object counts, write OCR by word
+    group, edit ops) as report lines."""
+    percent = lambda v: f"{100 * v:.0f} %"  # noqa: E731
+    lines = []
+    if "compose_attributes" in summary:
+        parts = ", ".join(f"{k} {percent(v)}" for k, v in summary["compose_attributes"].items())
+        lines.append(f"compose attributes: {parts}")
+    if "compose_by_count" in summary:
+        parts = ", ".join(
+            f"{k} {percent(v['accuracy'])} (n={v['n']})"
+            for k, v in summary["compose_by_count"].items()
+        )
+        lines.append(f"compose by object count: {parts}")
+    if "write_ocr" in summary:
+        ocr = summary["write_ocr"]
+        lines.append(f"write: exact {percent(ocr['exact_match'])}, CER {ocr['cer']:.2f}")
+    for group, ocr in summary.get("write_by_words", {}).items():
+        lines.append(
+            f"write, {group.replace('_', ' ')}: exact {percent(ocr['exact_match'])}, "
+            f"CER {ocr['cer']:.2f} (n={ocr['n']})"
+        )
+    if "edit_ops" in summary:
+        parts = ", ".join(f"{k} {percent(v)}" for k, v in summary["edit_ops"].items())
+        lines.append(f"edit by op: {parts}")
+    return lines
 
 
 def _tasks_line(summary: dict) -> str:

@@ -3,7 +3,8 @@
 `judge_records(images, records)` judges each image against its record's spec (compose,
 write or edit, with the edit's source) and returns the judge's summary (accuracy per
 task, GenEval categories, OCR exact match and CER, accuracy per edit op) plus, for
-compose scenes, the accuracy of each attribute over all requested objects.
+compose scenes, the accuracy of each attribute over all requested objects and per
+object count, and for write, OCR on words seen in training apart from held-out words.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from omni_img.data import reading
+from omni_img.data.vocabulary import HELD_OUT_WORDS
 from omni_img.evals import judge as judge_lib
 
 ATTRIBUTES = ("shape", "style", "size", "position")
@@ -42,7 +44,42 @@ def judge_records(
         summary["compose_attributes"] = attribute_accuracies(
             [verdicts[i] for i in compose], [specs[i] for i in compose]
         )
+        summary["compose_by_count"] = _accuracy_by(
+            compose, verdicts, lambda i: f"{len(judge_lib.as_scene(specs[i]).objects)} objects"
+        )
+    writes = [i for i, t in enumerate(tasks) if t == "write" and "cer" in verdicts[i].details]
+    if writes:
+        summary["write_by_words"] = {
+            group: {
+                "n": len(members),
+                "exact_match": float(np.mean([verdicts[i].details["exact"] for i in members])),
+                "cer": float(np.mean([verdicts[i].details["cer"] for i in members])),
+            }
+            for group, members in _group_by(writes, lambda i: _word_group(specs[i])).items()
+        }
     return summary, verdicts
+
+
+def _word_group(spec) -> str:
+    word = judge_lib.as_scene(spec).word.text
+    return "held_out_words" if word in HELD_OUT_WORDS else "train_words"
+
+
+def _group_by(indices, key) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i in indices:
+        groups.setdefault(key(i), []).append(i)
+    return dict(sorted(groups.items()))
+
+
+def _accuracy_by(indices, verdicts, key) -> dict[str, dict[str, float]]:
+    return {
+        group: {
+            "n": len(members),
+            "accuracy": float(np.mean([verdicts[i].passed for i in members])),
+        }
+        for group, members in _group_by(indices, key).items()
+    }
 
 
 def attribute_accuracies(verdicts, specs) -> dict[str, float]:

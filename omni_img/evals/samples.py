@@ -126,11 +126,12 @@ def evaluate_samples(
     decoders: Sequence[str] = ("conv",),
     batch_size: int = 32,
     grid_dir: str | pathlib.Path | None = None,
+    grid_prefix: str = "samples",
 ) -> dict[str, Any]:
     """Judge generated images for the first `per_task` records of each task of `source`.
 
     Returns {decoder: judge summary}; with `grid_dir`, writes a sample grid per task
-    and decoder (`samples_<task>_<decoder>.png`).
+    and decoder (`<grid_prefix>_<task>_<decoder>.png`).
     """
     chosen = _first_per_task(source, per_task)
     report: dict[str, Any] = {"sampling": dataclasses.asdict(sampling), "seed": seed}
@@ -148,7 +149,7 @@ def evaluate_samples(
         if grid_dir is not None:
             tasks = np.asarray([reading.text(r["task"]) for r in chosen])
             for task in sorted(set(tasks)):
-                path = pathlib.Path(grid_dir) / f"samples_{task}_{decoder}.png"
+                path = pathlib.Path(grid_dir) / f"{grid_prefix}_{task}_{decoder}.png"
                 save_grid(images[tasks == task][:32], path, columns=8)
     return report
 

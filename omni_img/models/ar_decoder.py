@@ -1,20 +1,31 @@
 """Autoregressive decoder over visual tokens in raster order, cross-attending to E.
 
-Shape letters: B batch, N = h*w tokens of the target grid, L tokens fed in one call
-(N when training, 1 per decode step), S encoder length, D width, V image vocabulary.
+Shape letters: B batch, h×w token grid, g group side, G = g*g tokens per position,
+P = (h/g)*(w/g) positions, L positions fed in one call (P when training, 1 per decode
+step), S encoder length, D width, V image vocabulary.
 
-Input at position i is the token at i-1 (a BOS id, ``image_vocab_size``, at i = 0) plus
-the learned 2-D position of cell i -- the cell being predicted -- so the model always
-knows which row and column it writes. Self-attention is causal with 1-D RoPE over the
-raster index (optional); every block cross-attends to E with E's padding mask.
+Grouped positions: with g = 2 each decoder position covers a 2×2 block of tokens and
+predicts its G = 4 tokens at once (one head per slot, independent given the position's
+state), so a 16×16 token grid is written in 64 steps at the cost of an 8×8 one. Its
+input is the previous block: the G tokens' embeddings (D/G wide each) side by side.
+g = 1 is the plain one-token-per-position decoder.
+
+Input at position i is the token at i-1 (a BOS id at i = 0) plus the learned 2-D
+position of cell i -- the cell being predicted -- so the model always knows which row
+and column it writes. Self-attention is causal with 1-D RoPE over the raster index
+(optional); every block cross-attends to E with E's padding mask. Ids past the image
+vocabulary are start tokens: ``image_vocab_size`` is the BOS of a text-conditioned
+model; a class-conditional one (``cross_attention=False``) starts each sequence with
+its class's own id instead, as LlamaGen does, and has no cross-attention at all.
 
 Three entry points (``nn.Module`` methods, call with ``model.apply(..., method=...)``):
-- ``__call__(tokens_in_BxN, e_BxSxD, e_mask_BxS) -> logits_BxNxV`` (float32): training;
+- ``__call__(groups_in_BxPxG, e_BxSxD, e_mask_BxS) -> logits_BxPxGxV`` (float32): training;
 - ``memory_kv(e_BxSxD) -> tuple[KVCache, ...]``: cross-attention keys/values per layer,
   computed once per prompt;
-- ``step(tokens_in_BxL, index, memory_kvs, e_mask_BxS, caches) -> (logits_BxLxV, caches)``:
-  incremental decoding at positions [index, index + L) with fixed-size self-attention
-  caches from ``init_caches`` (index may be traced: usable inside ``lax`` loops).
+- ``step(groups_in_BxLxG, index, memory_kvs, e_mask_BxS, caches) -> (logits_BxLxGxV,
+  caches)``: incremental decoding at positions [index, index + L) with fixed-size
+  self-attention caches from ``init_caches`` (index may be traced: usable in ``lax`` loops).
+``to_groups`` / ``from_groups`` convert between the (B, h, w) grid and (B, P, G) positions.
 """
 
 from __future__ import annotations
@@ -37,10 +48,52 @@ from omni_img.models.transformer import (
 )
 
 
-def shift_right(target_BxN: jax.Array, bos_id: int) -> jax.Array:
-    """Teacher-forcing inputs: [BOS, t_0, ..., t_{N-2}]."""
-    bos = jnp.full((target_BxN.shape[0], 1), bos_id, target_BxN.dtype)
-    return jnp.concatenate([bos, target_BxN[:, :-1]], axis=1)
+def shift_right(target_BxPxG: jax.Array, bos) -> jax.Array:
+    """Teacher-forcing inputs [start, t_0, ..., t_{P-2}] over positions: (B, P, G) int.
+
+    ``bos``: an id, or one per row (B,); the start position holds it in every slot."""
+    b, _, slots = target_BxPxG.shape
+    bos_B = jnp.broadcast_to(jnp.asarray(bos, target_BxPxG.dtype), (b,))
+    start_Bx1xG = jnp.broadcast_to(bos_B[:, None, None], (b, 1, slots))
+    return jnp.concatenate([start_Bx1xG, target_BxPxG[:, :-1]], axis=1)
+
+
+def to_groups(tokens_Bxhxw: jax.Array, g: int) -> jax.Array:
+    """(B, h, w) token grid -> (B, P, G): g×g blocks in raster order, slots row-major."""
+    b, h, w = tokens_Bxhxw.shape
+    x = tokens_Bxhxw.reshape(b, h // g, g, w // g, g).transpose(0, 1, 3, 2, 4)
+    return x.reshape(b, (h // g) * (w // g), g * g)
+
+
+def from_groups(groups_BxPxG_: jax.Array, h: int, w: int, g: int) -> jax.Array:
+    """Inverse of `to_groups` over the leading 3 axes: (B, P, G, ...) -> (B, h, w, ...)."""
+    b, rest = groups_BxPxG_.shape[0], groups_BxPxG_.shape[3:]
+    x = groups_BxPxG_.reshape(b, h // g, w // g, g, g, *rest)
+    x = x.transpose(0, 1, 3, 2, 4, *range(5, 5 + len(rest)))
+    return x.reshape(b, h, w, *rest)
+
+
+class GroupEmbed(nn.Module):
+    """Embeds (..., G) ids into (..., D): the G slots' embeddings, D/G wide each, side by
+    side (G = 1: a plain D-wide embedding, stored as `embedding` like ``nn.Embed``)."""
+
+    num_embeddings: int
+    features: int
+    slots: int = 1
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, ids_xG: jax.Array) -> jax.Array:
+        if self.features % self.slots:
+            raise ValueError(f"width {self.features} does not split into {self.slots} slots")
+        table = self.param(
+            "embedding",
+            nn.with_logical_partitioning(embed_init, ("vocab", "embed")),
+            (self.num_embeddings, self.features // self.slots),
+            self.param_dtype,
+        )
+        x = jnp.take(table, ids_xG, axis=0)  # (..., G, D/G)
+        return x.reshape(*ids_xG.shape[:-1], self.features)
 
 
 class ARDecoder(nn.Module):
@@ -55,6 +108,9 @@ class ARDecoder(nn.Module):
     mlp_kind: str = "swiglu"
     rope: bool = True
     rope_theta: float = 10000.0
+    group: int = 1  # g: a position covers a g×g block of tokens
+    cross_attention: bool = True
+    start_tokens: int = 1  # ids past the image vocabulary: BOS, or one per class (+ null)
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -64,19 +120,27 @@ class ARDecoder(nn.Module):
         return self.image_vocab_size
 
     @property
-    def num_tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
+    def position_grid(self) -> tuple[int, int]:
+        return (self.grid[0] // self.group, self.grid[1] // self.group)
+
+    @property
+    def num_positions(self) -> int:
+        return self.position_grid[0] * self.position_grid[1]
+
+    @property
+    def slots(self) -> int:
+        return self.group * self.group
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.token_embed = nn.Embed(
-            # + BOS, rounded up so the vocab axis divides evenly over a tensor mesh axis
-            -(-(self.image_vocab_size + 1) // 64) * 64,
+        self.token_embed = GroupEmbed(
+            # + start tokens, rounded up so the vocab axis divides over a tensor mesh axis
+            -(-(self.image_vocab_size + self.start_tokens) // 64) * 64,
             self.dim,
-            embedding_init=nn.with_logical_partitioning(embed_init, ("vocab", "embed")),
-            **kw,
+            self.slots,
+            self.param_dtype,
         )
-        self.positions = Positions2D(*self.grid, self.dim, self.param_dtype)
+        self.positions = Positions2D(*self.position_grid, self.dim, self.param_dtype)
         block_cls = nn.remat(Block) if self.remat else Block
         self.layers = [
             block_cls(
@@ -85,7 +149,7 @@ class ARDecoder(nn.Module):
                 mlp_dim=self.mlp_dim,
                 mlp_kind=self.mlp_kind,
                 causal=True,
-                cross_attention=True,
+                cross_attention=self.cross_attention,
                 use_rope=self.rope,
                 rope_theta=self.rope_theta,
                 dim=self.dim,
@@ -94,40 +158,52 @@ class ARDecoder(nn.Module):
             for _ in range(self.num_layers)
         ]
         self.norm = RMSNorm(**kw)
-        self.head = dense(self.image_vocab_size, ("embed", "vocab"), **kw)
+        if self.slots == 1:
+            self.head = dense(self.image_vocab_size, ("embed", "vocab"), **kw)
+        else:  # one V-way head per slot of the block
+            self.head = dense((self.slots, self.image_vocab_size), ("embed", None, "vocab"), **kw)
 
-    def _embed(self, tokens_in_BxL: jax.Array, start) -> jax.Array:
-        l_len = tokens_in_BxL.shape[1]
+    def _embed(self, groups_in_BxLxG: jax.Array, start) -> jax.Array:
+        l_len = groups_in_BxLxG.shape[1]
         idx_L = start + jnp.arange(l_len)
-        w = self.grid[1]
-        x = self.token_embed(tokens_in_BxL) + self.positions(idx_L // w, idx_L % w)[None]
+        w = self.position_grid[1]
+        x = self.token_embed(groups_in_BxLxG) + self.positions(idx_L // w, idx_L % w)[None]
         return nn.with_logical_constraint(x.astype(self.dtype), ACT_BLD)
 
     def _logits(self, x_BxLxD: jax.Array) -> jax.Array:
+        """(B, L, G, V) float32."""
         logits = self.head(self.norm(x_BxLxD)).astype(jnp.float32)
-        return nn.with_logical_constraint(logits, ("act_batch", "act_length", "act_vocab"))
+        if self.slots == 1:
+            logits = nn.with_logical_constraint(logits, ("act_batch", "act_length", "act_vocab"))
+            return logits[:, :, None]
+        return nn.with_logical_constraint(logits, ("act_batch", "act_length", None, "act_vocab"))
 
-    def __call__(self, tokens_in_BxN, e_BxSxD, e_mask_BxS) -> jax.Array:
-        """Teacher-forced logits_BxNxV (float32) for inputs ``shift_right(target)``."""
-        x = self._embed(tokens_in_BxN, 0)
+    def __call__(self, groups_in_BxPxG, e_BxSxD=None, e_mask_BxS=None) -> jax.Array:
+        """Teacher-forced logits (B, P, G, V) float32 for inputs ``shift_right(target)``
+        (E and its mask are None without cross-attention)."""
+        x = self._embed(groups_in_BxPxG, 0)
         for layer in self.layers:
             x, _ = layer(x, e_BxSxD, e_mask_BxS)
         return self._logits(x)
 
-    def memory_kv(self, e_BxSxD: jax.Array) -> tuple[KVCache, ...]:
-        """Per-layer cross-attention keys/values of E (computed once per prompt)."""
+    def memory_kv(self, e_BxSxD: jax.Array | None) -> tuple[KVCache | None, ...]:
+        """Per-layer cross-attention keys/values of E (computed once per prompt); Nones
+        without cross-attention."""
+        if not self.cross_attention:
+            return tuple(None for _ in self.layers)
         return tuple(layer.memory_kv(e_BxSxD) for layer in self.layers)
 
     def init_caches(self, batch: int) -> tuple[KVCache, ...]:
-        """Empty self-attention caches with one slot per grid cell."""
+        """Empty self-attention caches with one slot per position."""
         hk = (self.num_heads, self.dim // self.num_heads)
         return tuple(
-            init_kv_cache(batch, self.num_tokens, *hk, self.dtype) for _ in range(self.num_layers)
+            init_kv_cache(batch, self.num_positions, *hk, self.dtype)
+            for _ in range(self.num_layers)
         )
 
-    def step(self, tokens_in_BxL, index, memory_kvs, e_mask_BxS, caches):
-        """Logits_BxLxV for positions [index, index + L), and the updated caches."""
-        x = self._embed(tokens_in_BxL, index)
+    def step(self, groups_in_BxLxG, index, memory_kvs, e_mask_BxS, caches):
+        """Logits (B, L, G, V) for positions [index, index + L), and the updated caches."""
+        x = self._embed(groups_in_BxLxG, index)
         new_caches = []
         for layer, mkv, cache in zip(self.layers, memory_kvs, caches, strict=True):
             x, cache = layer(x, mkv, e_mask_BxS, cache=cache, cache_index=index)

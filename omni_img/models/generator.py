@@ -1,6 +1,7 @@
 """The generator: multimodal encoder + autoregressive visual-token decoder, and its loss.
 
 Shape letters: B batch, Lt prompt length, Lh history length, h×w token grid (N = h*w),
+g the group side (``group``), P = N / g² decoder positions, G = g² tokens a position,
 S encoder length, D width, V image vocabulary.
 
 Batch dict (numpy or jax arrays; optional keys may be absent):
@@ -19,6 +20,11 @@ Batch dict (numpy or jax arrays; optional keys may be absent):
 with the null prompt [BOS, EOS] and masks out the history for a random
 ``caption_dropout`` fraction of examples; the source image is kept (an unconditional
 edit still sees its source), and the sampler's unconditional branch does the same.
+
+A class-conditional generator (``num_classes > 0``, e.g. ImageNet) has no encoder and
+reads ``class_id (B,) int32`` instead of the text keys: the decoder starts each sequence
+with the class's own start token and has no cross-attention (LlamaGen's c2i layout).
+The null class ``num_classes`` is its unconditional input (dropped "captions").
 """
 
 from __future__ import annotations
@@ -31,13 +37,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omni_img.models.ar_decoder import ARDecoder, shift_right
+from omni_img.models.ar_decoder import ARDecoder, from_groups, shift_right, to_groups
 from omni_img.models.encoder import Encoder
 from omni_img.models.transformer import KVCache, init_kv_cache
 from omni_img.tokenizers.text import BOS_ID, EOS_ID, PAD_ID
 
 CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
-                  "history_mask")  # fmt: skip
+                  "history_mask", "class_id")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,11 @@ class GeneratorConfig:
     mlp_kind: str = "swiglu"
     rope: bool = True
     rope_theta: float = 10000.0
+    # Tokens per side of one decoder position: 2 writes a 2×2 block of tokens a step
+    # (a quarter of the steps); the encoder reads the source image's blocks likewise.
+    group: int = 1
+    text_group: int = 1  # prompt/history bytes one encoder position holds (side by side)
+    num_classes: int = 0  # > 0: class-conditional (no encoder, no cross-attention)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16
     param_dtype: str = "float32"
     remat: bool = False
@@ -72,8 +83,45 @@ class GeneratorConfig:
         return self.grid_h * self.grid_w
 
     @property
+    def position_grid(self) -> tuple[int, int]:
+        """The decoder's positions: the token grid in g×g blocks."""
+        return (self.grid_h // self.group, self.grid_w // self.group)
+
+    @property
+    def num_positions(self) -> int:
+        return self.num_tokens // (self.group * self.group)
+
+    @property
+    def encoder_length(self) -> int:
+        """S: history + source blocks (when used) + prompt positions, the length of E."""
+        source = self.num_positions if self.use_source else 0
+        text = -(-self.max_history_len // self.text_group) - (-self.max_text_len // self.text_group)
+        return source + text
+
+    @property
     def bos_id(self) -> int:
         return self.image_vocab_size
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def null_class(self) -> int:
+        """The class id of the unconditional (classifier-free guidance) input."""
+        return self.num_classes
+
+
+def condition_batch_size(cond: Mapping[str, Any]) -> int:
+    """Rows of a conditioning dict (text or class)."""
+    return (cond["class_id"] if "class_id" in cond else cond["text_ids"]).shape[0]
+
+
+def start_tokens(cfg: GeneratorConfig, cond: Mapping[str, jax.Array]) -> jax.Array:
+    """The decoder's first input per row (B,) int32: BOS, or the class's start token."""
+    if cfg.class_conditional:
+        return cfg.bos_id + jnp.asarray(cond["class_id"], jnp.int32)
+    return jnp.full((condition_batch_size(cond),), cfg.bos_id, jnp.int32)
 
 
 def tiny_config(**overrides) -> GeneratorConfig:
@@ -138,27 +186,37 @@ class Generator(nn.Module):
             dtype=jnp.dtype(c.dtype),
             param_dtype=jnp.dtype(c.param_dtype),
         )
+        self.decoder = ARDecoder(
+            image_vocab_size=c.image_vocab_size,
+            grid=c.grid,
+            group=c.group,
+            num_layers=c.dec_layers,
+            rope=c.rope,
+            rope_theta=c.rope_theta,
+            cross_attention=not c.class_conditional,
+            start_tokens=c.num_classes + 1 if c.class_conditional else 1,
+            **kw,
+        )
+        if c.class_conditional:
+            return
         self.encoder = Encoder(
             text_vocab_size=c.text_vocab_size,
             image_vocab_size=c.image_vocab_size,
             max_text_len=c.max_text_len,
             max_history_len=c.max_history_len,
             grid=c.grid if c.use_source else None,
+            group=c.group,
+            text_group=c.text_group,
             num_layers=c.enc_layers,
-            **kw,
-        )
-        self.decoder = ARDecoder(
-            image_vocab_size=c.image_vocab_size,
-            grid=c.grid,
-            num_layers=c.dec_layers,
-            rope=c.rope,
-            rope_theta=c.rope_theta,
             **kw,
         )
 
     def encode(self, cond: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """Conditioning dict (batch keys other than target_tokens) -> E_BxSxD, mask_BxS."""
+        """Conditioning dict (batch keys other than target_tokens) -> E_BxSxD, mask_BxS
+        ((None, None) for a class-conditional model: the class is the start token)."""
         c = self.cfg
+        if c.class_conditional:
+            return None, None
         optional = {}
         if c.use_source and "source_tokens" in cond:
             optional["source_tokens_Bxhxw"] = cond["source_tokens"]
@@ -169,17 +227,22 @@ class Generator(nn.Module):
         return self.encoder(cond["text_ids"], cond["text_mask"], **optional)
 
     def __call__(self, batch: Mapping[str, jax.Array]) -> jax.Array:
-        """Teacher-forced logits_BxNxV (float32) for ``batch['target_tokens']``."""
+        """Teacher-forced logits_BxNxV (float32) for ``batch['target_tokens']``, in the
+        token grid's raster order whatever the grouping."""
+        c = self.cfg
         e_BxSxD, e_mask_BxS = self.encode(batch)
-        target_BxN = batch["target_tokens"].reshape(batch["target_tokens"].shape[0], -1)
-        return self.decoder(shift_right(target_BxN, self.cfg.bos_id), e_BxSxD, e_mask_BxS)
+        target_BxPxG = to_groups(batch["target_tokens"], c.group)
+        groups_in_BxPxG = shift_right(target_BxPxG, start_tokens(c, batch))
+        logits_BxPxGxV = self.decoder(groups_in_BxPxG, e_BxSxD, e_mask_BxS)
+        logits_BxhxwxV = from_groups(logits_BxPxGxV, c.grid_h, c.grid_w, c.group)
+        return logits_BxhxwxV.reshape(logits_BxhxwxV.shape[0], c.num_tokens, -1)
 
     def memory_kv(self, e_BxSxD: jax.Array) -> tuple[KVCache, ...]:
         return self.decoder.memory_kv(e_BxSxD)
 
-    def step(self, tokens_in_BxL, index, memory_kvs, e_mask_BxS, caches):
-        """See ``ARDecoder.step``."""
-        return self.decoder.step(tokens_in_BxL, index, memory_kvs, e_mask_BxS, caches)
+    def step(self, groups_in_BxLxG, index, memory_kvs, e_mask_BxS, caches):
+        """See ``ARDecoder.step``: logits (B, L, G, V) at positions [index, index + L)."""
+        return self.decoder.step(groups_in_BxLxG, index, memory_kvs, e_mask_BxS, caches)
 
 
 def make_generator(model_cfg: Any) -> Generator:
@@ -188,17 +251,25 @@ def make_generator(model_cfg: Any) -> Generator:
 
 
 def init_caches(cfg: GeneratorConfig, batch: int) -> tuple[KVCache, ...]:
-    """Empty per-layer self-attention caches (B, N, H, K) for decoding ``batch`` rows."""
+    """Empty per-layer self-attention caches (B, P, H, K) for decoding ``batch`` rows."""
     hk = (cfg.num_heads, cfg.dim // cfg.num_heads)
     return tuple(
-        init_kv_cache(batch, cfg.num_tokens, *hk, jnp.dtype(cfg.dtype))
+        init_kv_cache(batch, cfg.num_positions, *hk, jnp.dtype(cfg.dtype))
         for _ in range(cfg.dec_layers)
     )
 
 
-def drop_condition(cond: Mapping[str, jax.Array], drop_B: jax.Array) -> dict[str, jax.Array]:
-    """Replace the prompt with [BOS, EOS] and mask the history where ``drop_B`` is True."""
+def drop_condition(
+    cond: Mapping[str, jax.Array], drop_B: jax.Array, null_class: int | None = None
+) -> dict[str, jax.Array]:
+    """Replace the prompt with [BOS, EOS] and mask the history where ``drop_B`` is True
+    (a class-conditional dict: the class with ``null_class``)."""
     cond = dict(cond)
+    if "class_id" in cond:
+        if null_class is None:
+            raise ValueError("dropping a class condition needs the null class id")
+        cond["class_id"] = jnp.where(drop_B, null_class, cond["class_id"])
+        return cond
     text_ids, text_mask = cond["text_ids"], cond["text_mask"]
     length = text_ids.shape[1]
     null_ids_L = (
@@ -215,9 +286,11 @@ def drop_condition(cond: Mapping[str, jax.Array], drop_B: jax.Array) -> dict[str
     return cond
 
 
-def unconditional(cond: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+def unconditional(
+    cond: Mapping[str, jax.Array], null_class: int | None = None
+) -> dict[str, jax.Array]:
     """The classifier-free-guidance unconditional twin of a conditioning dict."""
-    return drop_condition(cond, jnp.ones((cond["text_ids"].shape[0],), bool))
+    return drop_condition(cond, jnp.ones((condition_batch_size(cond),), bool), null_class)
 
 
 def generator_loss(
@@ -235,13 +308,13 @@ def generator_loss(
     ``token_accuracy`` (argmax == target), ``caption_dropped`` (fraction dropped).
     """
     batch = dict(batch)
-    b = batch["text_ids"].shape[0]
+    b = batch["target_tokens"].shape[0]
     dropped = jnp.zeros((b,), bool)
     if caption_dropout > 0.0:
         if rng is None:
             raise ValueError("caption_dropout > 0 needs an rng")
         dropped = jax.random.bernoulli(rng, caption_dropout, (b,))
-        batch = drop_condition(batch, dropped)
+        batch = drop_condition(batch, dropped, model.cfg.null_class)
     logits_BxNxV = model.apply({"params": params}, batch)
     target_BxN = batch["target_tokens"].reshape(b, -1)
     logp = jax.nn.log_softmax(logits_BxNxV, axis=-1)

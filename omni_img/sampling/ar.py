@@ -1,7 +1,9 @@
 """Autoregressive sampling of visual tokens: KV-cached jitted loop, CFG, top-k / top-p.
 
 Shape letters: B batch (prompts), C = 2B with classifier-free guidance (conditional rows
-then unconditional rows) else B, N = h*w tokens, S encoder length, V image vocabulary.
+then unconditional rows) else B, N = h*w tokens, P decoder positions (N with one token
+a position; N/4 with 2×2 blocks, see ``GeneratorConfig.group``), G tokens a position,
+S encoder length, V image vocabulary.
 
 - ``sample(model, params, cond, rng, scfg)``: one jitted call; the prompt side is encoded
   and projected to cross-attention keys/values once, then a ``lax.fori_loop`` writes one
@@ -9,8 +11,8 @@ then unconditional rows) else B, N = h*w tokens, S encoder length, V image vocab
 - ``sample(..., cached=False)``: the reference: every step recomputes the decoder over
   the whole (padded, causally masked) prefix. Same per-step randomness, so it must agree
   with the cached sampler token for token; used by tests and the benchmark.
-- ``stream_rows(...)``: yields each finished token row; a jitted loop over one row is
-  called once per row from Python with the cache carried between calls.
+- ``stream_rows(...)``: yields each finished token row; a jitted loop over one row of
+  positions (g token rows) is called from Python with the cache carried between calls.
 
 ``cond`` is the generator's batch dict without ``target_tokens`` (see
 ``omni_img.models.generator``). ``params`` is the model's ``params`` collection.
@@ -28,8 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from omni_img.models.ar_decoder import shift_right
-from omni_img.models.generator import Generator, init_caches, unconditional
+from omni_img.models.ar_decoder import from_groups, shift_right
+from omni_img.models.generator import (
+    Generator,
+    condition_batch_size,
+    init_caches,
+    start_tokens,
+    unconditional,
+)
 from omni_img.models.transformer import KVCache
 
 
@@ -85,12 +93,26 @@ def pick_tokens(logits_BxV: jax.Array, key: jax.Array, scfg: SamplingConfig) -> 
     return jax.random.categorical(key, filter_logits(logits_BxV, scfg)).astype(jnp.int32)
 
 
-def _choose(logits_CxV, rng, t, scfg):
-    return pick_tokens(guide_logits(logits_CxV, scfg), jax.random.fold_in(rng, t), scfg)
+def _choose(logits_CxGxV, rng, t, scfg):
+    """The G tokens of position t for each of the B prompts: (B, G) int32."""
+    guided_BxGxV = guide_logits(logits_CxGxV, scfg)
+    b, g, v = guided_BxGxV.shape
+    picked = pick_tokens(guided_BxGxV.reshape(b * g, v), jax.random.fold_in(rng, t), scfg)
+    return picked.reshape(b, g)
 
 
 def _double(x_B, scfg):
     return jnp.concatenate([x_B, x_B], axis=0) if scfg.guided else x_B
+
+
+def _first_inputs(cfg, cond, scfg: SamplingConfig) -> jax.Array:
+    """The decoder's first input per row (C,): with CFG the unconditional rows' own
+    start tokens follow the conditional ones (they differ for a class-conditional model)."""
+    cond = {k: jnp.asarray(v) for k, v in cond.items()}
+    if not scfg.guided:
+        return start_tokens(cfg, cond)
+    uncond = unconditional(cond, cfg.null_class)
+    return jnp.concatenate([start_tokens(cfg, cond), start_tokens(cfg, uncond)])
 
 
 # --------------------------------------------------------------------------- decoding
@@ -99,18 +121,18 @@ def _double(x_B, scfg):
 class DecodeState(NamedTuple):
     """Everything the cached loop carries; a pytree, so it passes between jitted calls."""
 
-    caches: tuple[KVCache, ...]  # self-attention, (C, N, H, K) per layer
+    caches: tuple[KVCache, ...]  # self-attention, (C, P, H, K) per layer
     memory_kvs: tuple[KVCache, ...]  # cross-attention keys/values of E, (C, S, H, K)
     e_mask_CxS: jax.Array
-    tokens_BxN: jax.Array  # int32; positions not yet written hold 0
-    prev_B: jax.Array  # int32: the last token written (BOS before the first)
+    groups_BxPxG: jax.Array  # int32; positions not yet written hold 0
+    prev_CxG: jax.Array  # int32: the last position written per row (start tokens before it)
     rng: jax.Array
 
 
 def _encode(model: Generator, params, cond, scfg):
     cond = {k: jnp.asarray(v) for k, v in cond.items() if k != "target_tokens"}
     if scfg.guided:
-        uncond = unconditional(cond)
+        uncond = unconditional(cond, model.cfg.null_class)
         cond = {k: jnp.concatenate([cond[k], uncond[k]], axis=0) for k in cond}
     return model.apply({"params": params}, cond, method=Generator.encode)
 
@@ -119,34 +141,44 @@ def _start(params, cond, rng, *, model: Generator, scfg: SamplingConfig) -> Deco
     cfg = model.cfg
     e_CxSxD, e_mask_CxS = _encode(model, params, cond, scfg)
     memory_kvs = model.apply({"params": params}, e_CxSxD, method=Generator.memory_kv)
-    b = cond["text_ids"].shape[0]
+    b = condition_batch_size(cond)
+    start_CxG = _start_groups(cfg, cond, scfg)
     return DecodeState(
-        caches=init_caches(cfg, e_CxSxD.shape[0]),
+        caches=init_caches(cfg, start_CxG.shape[0]),
         memory_kvs=memory_kvs,
         e_mask_CxS=e_mask_CxS,
-        tokens_BxN=jnp.zeros((b, cfg.num_tokens), jnp.int32),
-        prev_B=jnp.full((b,), cfg.bos_id, jnp.int32),
+        groups_BxPxG=jnp.zeros((b, cfg.num_positions, cfg.group**2), jnp.int32),
+        prev_CxG=start_CxG,
         rng=rng,
     )
 
 
+def _start_groups(cfg, cond, scfg) -> jax.Array:
+    """(C, G): every slot of the first input position holds the row's start token."""
+    return jnp.repeat(_first_inputs(cfg, cond, scfg)[:, None], cfg.group**2, axis=1)
+
+
+def _grid(cfg, groups_BxPxG) -> jax.Array:
+    return from_groups(groups_BxPxG, cfg.grid_h, cfg.grid_w, cfg.group)
+
+
 def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> DecodeState:
-    """Write tokens [start, start + count) with the KV cache."""
+    """Write positions [start, start + count) with the KV cache."""
 
     def body(i, s: DecodeState) -> DecodeState:
         t = start + i
-        logits_Cx1xV, caches = model.apply(
+        logits_Cx1xGxV, caches = model.apply(
             {"params": params},
-            _double(s.prev_B, scfg)[:, None],
+            s.prev_CxG[:, None],
             t,
             s.memory_kvs,
             s.e_mask_CxS,
             s.caches,
             method=Generator.step,
         )
-        tok_B = _choose(logits_Cx1xV[:, 0], s.rng, t, scfg)
-        tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens_BxN, tok_B[:, None], t, 1)
-        return s._replace(caches=caches, tokens_BxN=tokens, prev_B=tok_B)
+        tok_BxG = _choose(logits_Cx1xGxV[:, 0], s.rng, t, scfg)
+        groups = jax.lax.dynamic_update_slice_in_dim(s.groups_BxPxG, tok_BxG[:, None], t, 1)
+        return s._replace(caches=caches, groups_BxPxG=groups, prev_CxG=_double(tok_BxG, scfg))
 
     return jax.lax.fori_loop(0, count, body, state)
 
@@ -154,30 +186,33 @@ def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> D
 @functools.partial(jax.jit, static_argnames=("model", "scfg"))
 def _sample_cached(params, cond, rng, *, model: Generator, scfg: SamplingConfig):
     state = _start(params, cond, rng, model=model, scfg=scfg)
-    state = _advance(params, state, 0, model=model, scfg=scfg, count=model.cfg.num_tokens)
-    return state.tokens_BxN
+    state = _advance(params, state, 0, model=model, scfg=scfg, count=model.cfg.num_positions)
+    return _grid(model.cfg, state.groups_BxPxG)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "scfg"))
 def _sample_uncached(params, cond, rng, *, model: Generator, scfg: SamplingConfig):
     cfg = model.cfg
     e_CxSxD, e_mask_CxS = _encode(model, params, cond, scfg)
-    b = cond["text_ids"].shape[0]
+    b = condition_batch_size(cond)
+    first_C = _first_inputs(cfg, cond, scfg)
+    slots = cfg.group**2
 
-    def body(t, tokens_BxN):
-        inputs_CxN = _double(shift_right(tokens_BxN, cfg.bos_id), scfg)
-        logits_CxNxV = model.apply(
+    def body(t, groups_BxPxG):
+        inputs_CxPxG = shift_right(_double(groups_BxPxG, scfg), first_C)
+        logits_CxPxGxV = model.apply(
             {"params": params},
-            inputs_CxN,
+            inputs_CxPxG,
             e_CxSxD,
             e_mask_CxS,
             method=lambda m, *args: m.decoder(*args),
         )
-        logits_CxV = jax.lax.dynamic_index_in_dim(logits_CxNxV, t, axis=1, keepdims=False)
-        tok_B = _choose(logits_CxV, rng, t, scfg)
-        return jax.lax.dynamic_update_slice_in_dim(tokens_BxN, tok_B[:, None], t, 1)
+        logits_CxGxV = jax.lax.dynamic_index_in_dim(logits_CxPxGxV, t, axis=1, keepdims=False)
+        tok_BxG = _choose(logits_CxGxV, rng, t, scfg)
+        return jax.lax.dynamic_update_slice_in_dim(groups_BxPxG, tok_BxG[:, None], t, 1)
 
-    return jax.lax.fori_loop(0, cfg.num_tokens, body, jnp.zeros((b, cfg.num_tokens), jnp.int32))
+    empty = jnp.zeros((b, cfg.num_positions, slots), jnp.int32)
+    return _grid(cfg, jax.lax.fori_loop(0, cfg.num_positions, body, empty))
 
 
 def sample(
@@ -194,8 +229,7 @@ def sample(
     ``cached=False`` recomputes the whole prefix at every step (reference, slow).
     """
     fn = _sample_cached if cached else _sample_uncached
-    tokens_BxN = fn(params, dict(cond), rng, model=model, scfg=scfg)
-    return tokens_BxN.reshape(tokens_BxN.shape[0], *model.cfg.grid)
+    return fn(params, dict(cond), rng, model=model, scfg=scfg)
 
 
 _start_jit = jax.jit(_start, static_argnames=("model", "scfg"))
@@ -213,9 +247,13 @@ def stream_rows(
 
     Gives the same tokens as ``sample(..., cached=True)`` for the same seed.
     """
-    h, w = model.cfg.grid
+    cfg = model.cfg
+    rows, cols = cfg.position_grid
     state = _start_jit(params, dict(cond), rng, model=model, scfg=scfg)
-    for row in range(h):
-        start = jnp.asarray(row * w, jnp.int32)
-        state = _advance_jit(params, state, start, model=model, scfg=scfg, count=w)
-        yield row, np.asarray(state.tokens_BxN[:, row * w : (row + 1) * w])
+    for position_row in range(rows):
+        start = jnp.asarray(position_row * cols, jnp.int32)
+        state = _advance_jit(params, state, start, model=model, scfg=scfg, count=cols)
+        # Positions not yet written are zeros; the g token rows just finished are exact.
+        grid_Bxhxw = np.asarray(_grid(cfg, state.groups_BxPxG))
+        for row in range(position_row * cfg.group, (position_row + 1) * cfg.group):
+            yield row, grid_Bxhxw[:, row]

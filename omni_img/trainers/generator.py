@@ -3,7 +3,11 @@
     omni-img train --config experiments/generator_tiny.py --workdir runs/generator_tiny
 
 Trains on pre-tokenized splits (`omni-img tokenize`): images are never re-encoded.
-Read top to bottom: Mesh -> Data -> Model -> Shard/Step/Restore/Loop -> Eval.
+Every evaluation reports validation NLL and token accuracy and writes a grid of greedy
+samples for validation prompts, decoded with the tokenizer's conv decoder; the final one
+also judges `config.eval.judge_per_task` samples per task of the test split (held-out
+combinations and words). Read top to bottom: Mesh -> Data -> Model ->
+Shard/Step/Restore/Loop -> Eval.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import functools
 import json
 import pathlib
 
-import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
@@ -24,19 +27,27 @@ from omni_img.config.defaults import rules_from_config
 from omni_img.config.saved import load_saved_config, save_config
 from omni_img.data.tokenized import TokenizedSource
 from omni_img.errors import UserError
+from omni_img.evals.images import save_grid
 from omni_img.models.generator import Generator, generator_loss, make_generator
 from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
 from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import finish_report, fit, restore_latest
+from omni_img.training.fit import StageStep, finish_report, fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
+from omni_img.training.sources import open_split
+from omni_img.training.state import to_host
 
 TASKS = ("compose", "write", "edit")
 
 
 def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarray]:
     """One tokenized record -> the arrays of the generator's batch dict."""
+    target = np.asarray(record["target_tokens"], np.int32)
+    if model_cfg.class_conditional:
+        if "label" not in record:
+            raise UserError("a class-conditional generator needs records with a 'label'")
+        return {"class_id": np.asarray(record["label"], np.int32), "target_tokens": target}
     text_ids, text_mask = pad_ids(
         [encode_prompt(tokenizer, record["caption"], model_cfg.max_text_len)],
         model_cfg.max_text_len,
@@ -44,7 +55,7 @@ def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarra
     example = {
         "text_ids": text_ids[0],
         "text_mask": text_mask[0],
-        "target_tokens": np.asarray(record["target_tokens"], np.int32),
+        "target_tokens": target,
         "source_tokens": np.asarray(record["source_tokens"], np.int32),
         "has_source": np.asarray(record["has_source"], bool),
     }
@@ -67,7 +78,10 @@ class _Subset:
 
 
 def mixed_source(source: TokenizedSource, weights: ml_collections.ConfigDict, seed: int):
-    """A MapDataset drawing tasks in proportion to `weights` (tasks absent are skipped)."""
+    """A MapDataset drawing tasks in proportion to `weights` (tasks absent are skipped);
+    with no weights (a dataset without tasks, e.g. ImageNet) every record, shuffled."""
+    if not weights:
+        return grain.MapDataset.source(source).shuffle(seed).repeat()
     by_task = source.task_indices()
     parts, part_weights = [], []
     for task, weight in weights.items():
@@ -81,6 +95,28 @@ def mixed_source(source: TokenizedSource, weights: ml_collections.ConfigDict, se
     return grain.MapDataset.mix(parts, part_weights)
 
 
+def token_space(config: ml_collections.ConfigDict, metadata=None) -> tuple[tuple[int, int], int]:
+    """(token grid, codebook size) the generator writes: from the tokenized data's
+    metadata, which must agree with `config.model` where the config names them (a
+    value > 0); from `config.model` (grid_h, grid_w, image_vocab_size) alone when there
+    is no data (ahead-of-time compilation of a preset)."""
+    named = {key: config.model.get(key) or 0 for key in ("grid_h", "grid_w", "image_vocab_size")}
+    if metadata is not None:
+        found = dict(zip(named, (*metadata["grid"], metadata["num_codes"]), strict=True))
+        for key, value in named.items():
+            if value and value != found[key]:
+                raise UserError(
+                    f"config.model.{key}={value} but the tokenized data has {found[key]}"
+                )
+        named = found
+    missing = [key for key, value in named.items() if not value]
+    if missing:
+        raise UserError(
+            f"no tokenized data and no config.model.{missing[0]}: the token grid is unknown"
+        )
+    return (int(named["grid_h"]), int(named["grid_w"])), int(named["image_vocab_size"])
+
+
 def build_model(config: ml_collections.ConfigDict, grid, num_codes: int) -> Generator:
     model_cfg = config.model.to_dict()
     model_cfg.update(grid_h=grid[0], grid_w=grid[1], image_vocab_size=num_codes)
@@ -89,9 +125,39 @@ def build_model(config: ml_collections.ConfigDict, grid, num_codes: int) -> Gene
     return make_generator(model_cfg)
 
 
+def placeholder_record(grid: tuple[int, int]) -> dict:
+    """A tokenized record with every field a batch reads: gives the batch's shapes."""
+    zeros = np.zeros(grid, np.int16)
+    return {"caption": "-", "history": "[]", "target_tokens": zeros, "source_tokens": zeros,
+            "has_source": False, "label": 0}  # fmt: skip
+
+
 def _init_fn(model: Generator, batch):
     one = jax.tree.map(lambda x: jnp.asarray(x[:1]), batch)
     return lambda rng: model.init(rng, one)["params"]
+
+
+def model_and_transform(config: ml_collections.ConfigDict, metadata=None):
+    """(model, record -> batch arrays transform) for the token space of `metadata`."""
+    grid, num_codes = token_space(config, metadata)
+    model = build_model(config, grid, num_codes)
+    tokenizer = make_text_tokenizer(config.text_tokenizer)
+    transform = functools.partial(conditioning_example, tokenizer=tokenizer, model_cfg=model.cfg)
+    return model, transform
+
+
+def train_step_parts(config: ml_collections.ConfigDict, metadata=None) -> StageStep:
+    """The generator's train step (initialiser, loss, batch shapes) from its config."""
+    model, transform = model_and_transform(config, metadata)
+    example = transform(placeholder_record(model.cfg.grid))
+    example_batch = {k: np.stack([v] * config.batch_size) for k, v in example.items()}
+    return StageStep(
+        init_params=_init_fn(model, example_batch),
+        loss_fn=functools.partial(
+            generator_loss, model=model, caption_dropout=config.caption_dropout
+        ),
+        example_batch=example_batch,
+    )
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -106,10 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Data
     train_source = TokenizedSource(config.data.tokenized_dir, config.data.train_split)
-    grid, num_codes = tuple(train_source.metadata["grid"]), train_source.metadata["num_codes"]
-    tokenizer = make_text_tokenizer(config.text_tokenizer)
-    model = build_model(config, grid, num_codes)
-    transform = functools.partial(conditioning_example, tokenizer=tokenizer, model_cfg=model.cfg)
+    model, transform = model_and_transform(config, train_source.metadata)
     mixture = mixed_source(train_source, config.data.task_weights, config.seed)
     data_iterator = make_train_iterator(
         mixture,
@@ -120,24 +183,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         shuffle=False,  # each task's stream is already shuffled, and repeats
     )
 
-    # ---------------------------------------------------------------- Model
-    example = transform(train_source[0])
-    example_batch = {k: np.stack([v] * config.batch_size) for k, v in example.items()}
-    init_params = _init_fn(model, example_batch)
-
     # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
-    loss_fn = functools.partial(generator_loss, model=model, caption_dropout=config.caption_dropout)
     eval_source = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
-    evaluate_now = functools.partial(validation_metrics, model, eval_source, transform, config)
+    samples = SampleJudge(model, config, train_source.metadata, workdir_path)
+
+    def evaluate_now(params, final: bool = False):
+        report = validation_metrics(model, eval_source, transform, config, params)
+        return {**report, **samples(to_host(params), final)}
+
     result = fit(
         config,
         workdir_path,
         mesh=mesh,
         rules=rules,
-        init_params=init_params,
-        loss_fn=loss_fn,
-        example_batch=example_batch,
+        stage=train_step_parts(config, train_source.metadata),
         data_iterator=data_iterator,
         writer=writer,
         hooks=[(config.eval_every, lambda state: evaluate_now(state.ema_params))],
@@ -145,14 +205,67 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---------------------------------------------------------------- Eval
-    report = evaluate_now(result.state.ema_params)
+    report = evaluate_now(result.state.ema_params, final=True)
     return finish_report(report, result, writer, workdir_path / "generator_eval.json")
+
+
+class SampleJudge:
+    """Greedy samples of the generator, decoded with the tokenizer that made its data.
+
+    Each call writes `samples_<step>.png` (validation prompts, `config.eval.samples`
+    of them, 0 = none); a final call also judges `config.eval.judge_per_task` samples
+    of each task of the test split and writes `samples_test_<task>.png`.
+    """
+
+    def __init__(self, model, config, metadata: dict, workdir: pathlib.Path):
+        self.model, self.config, self.workdir = model, config, workdir
+        self.tokenizer_workdir = metadata.get("tokenizer_workdir", "")
+        self.calls = 0
+        self._stages = None
+
+    def _load(self, params):
+        from omni_img.evals.samples import Stages
+        from omni_img.trainers import tokenizer as tokenizer_stage
+
+        if self._stages is None:
+            _, tok_model, tok_params = tokenizer_stage.load_workdir(self.tokenizer_workdir)
+            text = make_text_tokenizer(self.config.text_tokenizer)
+            self._stages = Stages(tok_model, tok_params, self.model, None, text)
+        self._stages.generator_params = params
+        return self._stages
+
+    def __call__(self, params, final: bool) -> dict:
+        from omni_img.evals.samples import evaluate_samples, generate_images
+        from omni_img.sampling.ar import SamplingConfig
+
+        count = int(self.config.eval.get("samples", 0))
+        per_task = int(self.config.eval.get("judge_per_task", 0)) if final else 0
+        if not self.tokenizer_workdir or not (count or per_task):
+            return {}
+        stages = self._load(params)
+        greedy = SamplingConfig(temperature=0.0, cfg_scale=self.config.sampling.cfg_scale)
+        report = {}
+        if count:
+            validation = open_split(self.config.data, self.config.data.eval_split)
+            records = [validation[i] for i in range(min(count, len(validation)))]
+            images = generate_images(stages, records, greedy, seed=0)["conv"]
+            self.calls += 1
+            if jax.process_index() == 0:
+                save_grid(images, self.workdir / f"samples_{self.calls:03d}.png", columns=8)
+        if per_task:
+            test = open_split(self.config.data, "test")
+            judged = evaluate_samples(
+                stages, test, per_task=per_task, sampling=greedy, grid_dir=self.workdir,
+                grid_prefix="samples_test",
+            )  # fmt: skip
+            report["test_judge"] = judged["conv"]
+        return report
 
 
 def validation_metrics(model, source, transform, config, params) -> dict[str, float]:
     """Token NLL and accuracy (teacher-forced, no caption dropout) per task on the
     first `config.eval.num_examples` validation records."""
-    params = jax.device_get(nn.unbox(params))
+    params = to_host(params)
     loss = jax.jit(lambda p, b: generator_loss(p, b, model=model)[1])
     count = min(int(config.eval.num_examples), len(source))
     totals: dict[str, list[float]] = {}
@@ -181,13 +294,14 @@ def load_workdir(workdir: str):
     """(config, model, EMA params on host, text tokenizer) of a trained generator workdir."""
     config = load_saved_config(workdir)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-    source = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
-    grid, num_codes = tuple(source.metadata["grid"]), source.metadata["num_codes"]
-    model = build_model(config, grid, num_codes)
-    tokenizer = make_text_tokenizer(config.text_tokenizer)
-    transform = functools.partial(conditioning_example, tokenizer=tokenizer, model_cfg=model.cfg)
-    example = transform(source[0])
-    batch = {k: np.stack([v]) for k, v in example.items()}
+    metadata = TokenizedSource(config.data.tokenized_dir, config.data.eval_split).metadata
+    model, _ = model_and_transform(config, metadata)
+    init_params = train_step_parts(config, metadata).init_params
     mesh = make_mesh(config.mesh)
-    state = restore_latest(config, workdir, _init_fn(model, batch), mesh, rules_from_config(config))
-    return config, model, jax.device_get(state.ema_params), tokenizer
+    state = restore_latest(config, workdir, init_params, mesh, rules_from_config(config))
+    return (
+        config,
+        model,
+        jax.device_get(state.ema_params),
+        make_text_tokenizer(config.text_tokenizer),
+    )

@@ -149,6 +149,28 @@ def test_encoder_input_layout_and_source_masking(small):
     assert not np.allclose(a[~no_src], b[~no_src], atol=1e-5)
 
 
+def test_grouped_encoder_positions_keep_every_token():
+    """4 bytes and one 2x2 source block a position: E is 4x shorter, yet a change of one
+    byte or one source token still changes the output."""
+    cfg = small_cfg(group=2, text_group=4)
+    model = g.make_generator(cfg)
+    batch = make_batch(cfg)
+    params = jax.jit(model.init)(jax.random.key(0), batch)["params"]
+    encode = jax.jit(lambda p, b: model.apply({"params": p}, b, method=g.Generator.encode))
+    e, mask = encode(params, batch)
+    assert e.shape == (4, cfg.encoder_length, cfg.dim)
+    assert cfg.encoder_length == 8 // 4 + 16 // 4 + 16 // 4
+    # A position is real if any byte in it is: the text mask, grouped.
+    text_mask = batch["text_mask"].reshape(4, -1, 4).any(-1)
+    np.testing.assert_array_equal(np.asarray(mask)[:, -4:], text_mask)
+    flipped = dict(batch, text_ids=batch["text_ids"].copy())
+    flipped["text_ids"][:, 1] = flipped["text_ids"][:, 1] % 250 + 9  # byte 1 of position 0
+    e2, _ = encode(params, flipped)
+    assert not np.allclose(np.asarray(e), np.asarray(e2))
+    logits = apply_fn(model, params, batch)
+    assert logits.shape == (4, 16, cfg.image_vocab_size)
+
+
 def test_wrong_source_grid_is_rejected(small):
     _, model, batch, params = small
     bad = dict(batch, source_tokens=np.zeros((4, 3, 4), np.int32))
