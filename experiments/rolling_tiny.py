@@ -6,7 +6,8 @@
 
 Rectified flow; K = 8 Euler steps per band in both sampling modes; rolling mode keeps a
 window of 2 bands in flight. The token grid size, codebook size and text width come from
-the tokenized data and the generator.
+the tokenized data and the generator. `conv_base`: the model refines a frozen copy of
+the tokenizer's conv decoder (band-masked, see omni_img/models/rolling_decoder.py).
 """
 
 import ml_collections
@@ -25,6 +26,7 @@ def get_config(arg=None):
     config.optim.lr = 1e-3
     config.optim.warmup_steps = 100
     config.checkpoint.every_steps = 500
+    config.optim.frozen = ("params/base",)  # the conv base stays the tokenizer's decoder
     config.data.tokenized_dir = "runs/tokens"
     config.generator_workdir = "runs/generator_tiny"
     config.tokenizer_workdir = "runs/tokenizer_tiny"
@@ -42,6 +44,7 @@ def get_config(arg=None):
             "mlp_ratio": 4,
             "lookahead_rows": 1,
             "rolling_train_prob": 0.5,
+            "conv_base": True,
         }
     )
     config.eval = ml_collections.ConfigDict({"num_examples": 64, "batch_size": 32})

@@ -42,6 +42,7 @@ def training_defaults() -> ml_collections.ConfigDict:
             "eps": 1e-8,
             "weight_decay": 1e-4,
             "clip_norm": 1.0,
+            "frozen": (),  # parameter path prefixes that are never updated
         }
     )
     config.checkpoint = ml_collections.ConfigDict(

@@ -11,6 +11,17 @@ Diffusion: rectified flow. x_t = (1 − t)·x0 + t·ε with t ∈ [0, 1] (t = 1 
 the network predicts the velocity v = ε − x0, and a sampler integrates dx/dt = v from
 t = 1 to t = 0 (Euler: x_{t−Δ} = x_t − Δ·v̂).
 
+Conv base (`conv_base`, on in the tiny config): the module holds a copy of the
+tokenizer's conv decoder (frozen: its output is a stop-gradient, and the trainer marks
+its parameters frozen) and refines it. Band g's *base* is the conv decoder's image of
+the token grid with every row from `rows_needed(g)` on replaced by the last row band g
+may see (so a band never depends on rows it may not attend to, and streaming stays
+exact). The network sees its band's base as a second input and predicts the clean band
+as base + residual (x0-parametrised; the velocity follows as (x_t − x̂0)/t), trained on
+the x0 error. The residual starts at zero, so an untrained decoder reproduces the conv
+decoder's image (up to the hidden rows), and training adds what the text and the clean
+bands above can tell.
+
 Attention structure (this is what makes caching, rolling and streaming exact):
 - Self-attention is band-causal: a token of band g attends to the tokens of bands ≤ g.
   So a finished band's keys/values depend only on itself and the bands above it; they
@@ -41,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.errors import UserError
+from omni_img.models.tokenizer import Tokenizer, TokenizerSpec, tokenizer_spec_from_config
 from omni_img.models.transformer import (
     ACT_BLD,
     ACT_BLHK,
@@ -53,6 +65,9 @@ from omni_img.models.transformer import (
 )
 
 Array = jax.Array
+# With a conv base the model predicts x̂0 and the velocity is (x_t − x̂0)/t; t is kept
+# from below here (clean context bands, t = 0, only lend their keys and values).
+MIN_T = 1e-3
 
 
 # ----------------------------------------------------------------------------- config
@@ -82,6 +97,8 @@ class RollingDecoderConfig:
     mlp_ratio: int = 4
     lookahead_rows: int = 1  # token rows below a band's cover that it may attend to
     rolling_train_prob: float = 0.5  # share of training examples drawn as a rolling window
+    # The tokenizer whose conv decoder is the base the model refines (None: no base).
+    base_tokenizer: TokenizerSpec | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -161,6 +178,9 @@ def rolling_decoder_config(
     for key in values:
         if key not in known:
             raise UserError(f"rolling decoder: unknown config key {key!r}")
+    base = values.get("base_tokenizer")
+    if base is not None and not isinstance(base, TokenizerSpec):  # a dict, e.g. from JSON
+        values["base_tokenizer"] = tokenizer_spec_from_config(base)
     return RollingDecoderConfig(**values).validate()
 
 
@@ -324,14 +344,17 @@ class Memory:
     k, v: (Y, B, M, H, K) per-layer keys/values of [visual tokens; text].
     valid: (B, M) bool, False for text padding. The token-row limit per band is applied
     by `denoise` from the static layout (`memory_rows`).
+    base: (B, N, R, W, 3) every band's conv-decoder base (see the module docstring), or
+    None without a base.
     """
 
     k: Array
     v: Array
     valid: Array
+    base: Array | None = None
 
 
-jax.tree_util.register_dataclass(Memory, data_fields=["k", "v", "valid"], meta_fields=[])
+jax.tree_util.register_dataclass(Memory, data_fields=["k", "v", "valid", "base"], meta_fields=[])
 
 
 def memory_rows(cfg: RollingDecoderConfig, text_len: int) -> np.ndarray:
@@ -376,6 +399,9 @@ class RollingDecoder(nn.Module):
         self.text_proj = dense(d, (None, "embed"), name="text_proj", **kw)
         self.memory_norm = RMSNorm(**kw)
         self.blocks = [BandBlock(c, name=f"block_{i}") for i in range(c.num_layers)]
+        if c.base_tokenizer is not None:
+            self.base = Tokenizer(c.base_tokenizer, name="base")
+            self.base_in = dense(d, ("conv_in", "embed"), name="base_in", **kw)
         self.final_ada = dense(2 * d, ("embed", "mlp"), name="final_ada", kernel_init=zeros, **kw)
         self.final_norm = RMSNorm(**kw)
         self.out = dense(c.patch_features, ("embed", None), name="out", kernel_init=zeros, **kw)
@@ -399,9 +425,28 @@ class RollingDecoder(nn.Module):
         valid_BxM = jnp.concatenate(
             [jnp.ones(tok_BxTxD.shape[:2], bool), text_mask_BxS.astype(bool)], axis=1
         )
+        base = None if c.base_tokenizer is None else self.band_bases(tokens_Bxhxw)
         return Memory(
-            k=jnp.stack([kv.k for kv in kvs]), v=jnp.stack([kv.v for kv in kvs]), valid=valid_BxM
+            k=jnp.stack([kv.k for kv in kvs]),
+            v=jnp.stack([kv.v for kv in kvs]),
+            valid=valid_BxM,
+            base=base,
         )
+
+    def band_bases(self, tokens_Bxhxw: Array) -> Array:
+        """(B, N, R, W, 3): band g of the conv decoder's image of the token grid with rows
+        ≥ rows_needed(g) replaced by row rows_needed(g) − 1 (all N grids in one decode)."""
+        c = self.cfg
+        b, h, w = tokens_Bxhxw.shape
+        rows_NxH = np.asarray(
+            [np.minimum(np.arange(h), c.rows_needed(g) - 1) for g in range(c.num_bands)]
+        )
+        seen_BxNxhxw = tokens_Bxhxw.astype(jnp.int32)[:, rows_NxH]
+        images = self.base.decode(seen_BxNxhxw.reshape(b * c.num_bands, h, w))
+        images = images.reshape(b, c.num_bands, c.image_height, c.image_width, 3)
+        r = c.band_height
+        bands = [images[:, g, g * r : (g + 1) * r] for g in range(c.num_bands)]
+        return jax.lax.stop_gradient(jnp.stack(bands, axis=1).astype(jnp.float32))
 
     # -- one denoising call over a window of bands
 
@@ -438,6 +483,11 @@ class RollingDecoder(nn.Module):
         pos_LxD = sincos_2d(y_nxP.reshape(-1), jnp.tile(jnp.asarray(xs), n), c.dim)
         h_BxLxD = self.patch_in(x_BxLxF) + pos_LxD.astype(x_BxLxF.dtype)
         h_BxLxD = h_BxLxD + jnp.repeat(self.band_embed(band_ids_n), p_tok, axis=0)[None]
+        if c.base_tokenizer is not None:
+            base_BxnxRxWx3 = jax.lax.dynamic_slice_in_dim(memory.base, band_ids_n[0], n, axis=1)
+            h_BxLxD = h_BxLxD + self.base_in(
+                patchify(base_BxnxRxWx3.astype(jnp.dtype(c.dtype)), c.patch_size)
+            )
         h_BxLxD = _constrain_tokens(h_BxLxD)
 
         temb_BxnxD = self.time_out(nn.silu(self.time_in(timestep_embedding(t_Bxn, c.dim))))
@@ -479,6 +529,10 @@ class RollingDecoder(nn.Module):
         v_BxnxRxWx3 = unpatchify(
             y_BxLxF.astype(jnp.float32), n, c.band_height, c.image_width, c.patch_size
         )
+        if c.base_tokenizer is not None:  # the output is a residual on the base: x̂0 → v̂
+            x0_BxnxRxWx3 = base_BxnxRxWx3 + v_BxnxRxWx3
+            t_Bxn111 = jnp.maximum(t_Bxn, MIN_T)[:, :, None, None, None]
+            v_BxnxRxWx3 = (x_BxnxRxWx3.astype(jnp.float32) - x0_BxnxRxWx3) / t_Bxn111
         new_cache = None if cache is None else KVCache(k=jnp.stack(new_k), v=jnp.stack(new_v))
         return v_BxnxRxWx3, new_cache
 
@@ -534,12 +588,13 @@ def to_unit_range(image: Array) -> Array:
 def rolling_loss(
     params: Any, batch: Mapping[str, Array], rng: Array, cfg: RollingDecoderConfig
 ) -> tuple[Array, dict[str, Array]]:
-    """Rectified-flow velocity loss on the noisy bands only.
+    """Rectified-flow loss on the noisy bands only.
 
     batch: image (B, H, W, 3) uint8 or float in [−1, 1]; tokens (B, h, w) int32 VQ grid;
     text_emb (B, S, E) float; text_mask (B, S) bool (True = real text position).
     Noise levels per example and band come from `training_noise_levels`; the clean bands
-    above are the ground truth. The loss is the per-pixel MSE of the velocity, averaged
+    above are the ground truth. The loss is the per-pixel MSE of the velocity (of the
+    clean estimate x̂0 = x_t − t·v̂ with a conv base, whose model predicts x̂0), averaged
     over each example's noisy bands, then over the batch.
     Returns (loss, metrics) with metrics {loss, noisy_bands, x0_mse}.
     """
@@ -553,12 +608,15 @@ def rolling_loss(
     v_pred = RollingDecoder(cfg).apply(
         params, xt, t_BxN, batch["tokens"], batch["text_emb"], batch["text_mask"]
     )
-    per_band_BxN = jnp.mean(jnp.square(v_pred - (eps - x0_BxNxRxWx3)), axis=(2, 3, 4))
+    # Implied clean estimate x̂0 = x_t − t·v̂, on the same bands (a readable quality signal).
+    x0_err = jnp.mean(jnp.square(xt - tb * v_pred - x0_BxNxRxWx3), axis=(2, 3, 4))
+    if cfg.base_tokenizer is None:
+        per_band_BxN = jnp.mean(jnp.square(v_pred - (eps - x0_BxNxRxWx3)), axis=(2, 3, 4))
+    else:
+        per_band_BxN = x0_err
     noisy_BxN = ((t_BxN > 0.0) & (t_BxN < 1.0)).astype(jnp.float32)
     count_B = jnp.maximum(noisy_BxN.sum(1), 1.0)
     loss = jnp.mean((per_band_BxN * noisy_BxN).sum(1) / count_B)
-    # Implied clean estimate x̂0 = x_t − t·v̂, on the same bands (a readable quality signal).
-    x0_err = jnp.mean(jnp.square(xt - tb * v_pred - x0_BxNxRxWx3), axis=(2, 3, 4))
     metrics = {
         "loss": loss,
         "noisy_bands": jnp.mean(noisy_BxN.sum(1)),

@@ -10,6 +10,7 @@ Shard/Step/Restore/Loop -> Eval.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pathlib
 
@@ -31,14 +32,16 @@ from omni_img.models.rolling_decoder import (
     rolling_decoder_config,
     rolling_loss,
 )
+from omni_img.models.tokenizer import tokenizer_spec_from_config
 from omni_img.sampling import rolling as rolling_sampling
-from omni_img.sharding import make_mesh
+from omni_img.sharding import make_mesh, mesh_context, replicated
 from omni_img.trainers import generator as generator_stage
 from omni_img.trainers import tokenizer as tokenizer_stage
-from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import finish_report, fit, restore_latest
+from omni_img.training.data import batch_shardings, make_train_iterator
+from omni_img.training.fit import StageStep, finish_report, fit, restore_latest
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
+from omni_img.training.state import to_host
 
 CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
                   "history_mask")  # fmt: skip
@@ -62,16 +65,31 @@ class ImagesWithTokens:
         return {**self.tokens[index], "image": self.images[index]["image"]}
 
 
-def decoder_config(config, metadata: dict, text_dim: int) -> RollingDecoderConfig:
+def decoder_config(
+    config, metadata: dict, text_dim: int, base_tokenizer=None
+) -> RollingDecoderConfig:
+    """The model's config: `config.model` plus the token space, E's width and, with
+    `config.model.conv_base`, the spec of the tokenizer to refine (`base_tokenizer`, by
+    default read from `config.tokenizer_workdir`)."""
     values = config.model.to_dict()
+    conv_base = values.pop("conv_base", False)
+    if conv_base and base_tokenizer is None:
+        base_tokenizer = base_tokenizer_spec(config.tokenizer_workdir)
     values.update(
         token_rows=metadata["grid"][0],
         token_cols=metadata["grid"][1],
         codebook_size=metadata["num_codes"],
         text_dim=text_dim,
         dtype=config.compute_dtype,
+        base_tokenizer=base_tokenizer if conv_base else None,
     )
     return rolling_decoder_config(values)
+
+
+def base_tokenizer_spec(tokenizer_workdir: str):
+    """The tokenizer spec (without remat: the base never runs backwards) of a workdir."""
+    tokenizer_config = load_saved_config(tokenizer_workdir)
+    return dataclasses.replace(tokenizer_spec_from_config(tokenizer_config.model), remat=False)
 
 
 def text_embeddings(generator_model, generator_params, batch):
@@ -81,16 +99,44 @@ def text_embeddings(generator_model, generator_params, batch):
     return jax.lax.stop_gradient(e), mask
 
 
-def rolling_stage_loss(params, batch, rng, *, cfg, generator_model, generator_params):
-    """`rolling_loss` on E computed from the batch's prompt by the frozen encoder.
-
-    The encoder's params are constants of the compiled step: fine for the small
-    encoders this stage is trained with here; a large one would belong in the state.
-    """
-    e, mask = text_embeddings(generator_model, generator_params, batch)
+def rolling_stage_loss(params, batch, rng, *, cfg):
+    """`rolling_loss` on a batch of image, target_tokens, text_emb and text_mask."""
     inputs = {"image": batch["image"], "tokens": batch["target_tokens"],
-              "text_emb": e, "text_mask": mask}  # fmt: skip
+              "text_emb": batch["text_emb"], "text_mask": batch["text_mask"]}  # fmt: skip
     return rolling_loss(params, inputs, rng, cfg)
+
+
+def train_step_parts(config, tokens_metadata: dict, generator_cfg, base_params=None) -> StageStep:
+    """The rolling decoder's train step (initialiser, loss, batch shapes) from its config,
+    the token space and the generator's config (for E's shape). `base_params`: the
+    tokenizer's params, copied into the conv base at initialisation."""
+    length, width = generator_cfg.encoder_length, generator_cfg.dim
+    cfg = decoder_config(config, tokens_metadata, width)
+    b, h, w = config.batch_size, cfg.token_rows, cfg.token_cols
+    example_batch = {
+        "image": np.zeros((b, cfg.image_height, cfg.image_width, 3), np.uint8),
+        "target_tokens": np.zeros((b, h, w), np.int32),
+        "text_emb": np.zeros((b, length, width), jnp.dtype(generator_cfg.dtype)),
+        "text_mask": np.zeros((b, length), bool),
+    }
+    return StageStep(
+        init_params=functools.partial(_init, cfg, base_params=base_params),
+        loss_fn=functools.partial(rolling_stage_loss, cfg=cfg),
+        example_batch=example_batch,
+    )
+
+
+def embedding_fn(generator_model, generator_params, mesh, out_shardings):
+    """jit(global batch) -> the train step's batch: the prompt keys replaced by E."""
+    params = jax.device_put(generator_params, replicated(mesh))
+
+    @functools.partial(jax.jit, out_shardings=out_shardings)
+    def embed(params, batch):
+        e, mask = text_embeddings(generator_model, params, batch)
+        return {"image": batch["image"], "target_tokens": batch["target_tokens"],
+                "text_emb": e, "text_mask": mask}  # fmt: skip
+
+    return lambda batch: embed(params, batch)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -120,34 +166,32 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Model
     cfg = decoder_config(config, tokens.metadata, generator_model.cfg.dim)
-    example = transform(source[0])
-    example_batch = {k: np.stack([v] * config.batch_size) for k, v in example.items()}
-    init_params = functools.partial(_init, cfg)
+    _, _, tokenizer_params = tokenizer_stage.load_workdir(config.tokenizer_workdir)
+    stage = train_step_parts(config, tokens.metadata, generator_model.cfg, tokenizer_params)
+    with mesh_context(mesh, rules):
+        prepare = embedding_fn(
+            generator_model, generator_params, mesh, batch_shardings(stage.example_batch, mesh)
+        )
 
     # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
-    loss_fn = functools.partial(
-        rolling_stage_loss, cfg=cfg, generator_model=generator_model,
-        generator_params=generator_params,
-    )  # fmt: skip
     result = fit(
         config,
         workdir_path,
         mesh=mesh,
         rules=rules,
-        init_params=init_params,
-        loss_fn=loss_fn,
-        example_batch=example_batch,
+        stage=stage,
         data_iterator=data_iterator,
         writer=writer,
         description="rolling decoder",
+        prepare_batch=prepare,
     )
 
     # ---------------------------------------------------------------- Eval
     eval_tokens = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
     eval_source = ImagesWithTokens(open_split(config.data, config.data.eval_split), eval_tokens)
     report = evaluate(
-        cfg, jax.device_get(nn.unbox(result.state.ema_params)), eval_source, transform,
+        cfg, to_host(result.state.ema_params), eval_source, transform,
         (generator_model, generator_params), config, workdir_path,
     )  # fmt: skip
     return finish_report(report, result, writer, workdir_path / "rolling_eval.json")
@@ -159,9 +203,25 @@ def _example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarray]:
     return example
 
 
-def _init(cfg: RollingDecoderConfig, rng):
+def _init(cfg: RollingDecoderConfig, rng, base_params=None):
     # Parameter shapes do not depend on the text length; 8 positions suffice to trace.
-    return init_rolling_decoder(cfg, rng, batch=1, text_len=8)
+    variables = init_rolling_decoder(cfg, rng, batch=1, text_len=8)
+    if cfg.base_tokenizer is None or base_params is None:
+        return variables
+    # The conv base starts as (and, frozen, stays) the trained tokenizer's decoder.
+    base = dict(variables["params"]["base"])
+    for name in base:
+        base[name] = jax.tree.map(
+            lambda box, value: (
+                box.replace_boxed(jnp.asarray(value, box.value.dtype))
+                if isinstance(box, nn.Partitioned)
+                else jnp.asarray(value, box.dtype)
+            ),
+            base[name],
+            base_params[name],
+            is_leaf=lambda x: isinstance(x, nn.Partitioned),
+        )
+    return {**variables, "params": {**variables["params"], "base": base}}
 
 
 def evaluate(cfg, params, source, transform, generator, config, workdir) -> dict:

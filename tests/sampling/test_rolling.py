@@ -199,3 +199,57 @@ def test_user_errors(tiny):
         )
     with pytest.raises(UserError, match="does not divide"):
         rs.phase_plan(dataclasses.replace(cfg, window=3), "rolling")
+
+
+# ----------------------------------------------------------------------------- conv base
+
+
+@pytest.fixture(scope="module")
+def based():
+    """The tiny decoder refining a (random) conv decoder: 32 px, 8x8 tokens of 1000 codes."""
+    from omni_img.models.tokenizer import TokenizerSpec
+
+    spec = TokenizerSpec(image_size=32, patch_size=4, widths=(8, 16), num_res_blocks=1)
+    cfg = rd.rolling_decoder_config(TINY, base_tokenizer=spec, codebook_size=spec.num_codes)
+    params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(cfg, r, batch=B)))(
+        jax.random.key(0)
+    )
+    ks = jax.random.split(jax.random.key(2), 2)
+    tokens = jax.random.randint(ks[0], (B, cfg.token_rows, cfg.token_cols), 0, spec.num_codes)
+    text = jax.random.normal(ks[1], (B, S, cfg.text_dim))
+    return cfg, params, tokens, text, jnp.ones((B, S), bool)
+
+
+def _conv(cfg, params, tokens):
+    from omni_img.models.tokenizer import Tokenizer
+
+    base = Tokenizer(cfg.base_tokenizer)
+    image = base.apply({"params": params["params"]["base"]}, tokens, method="decode")
+    return np.clip(np.asarray(image), -1.0, 1.0)
+
+
+def test_untrained_residual_reproduces_the_band_masked_conv_decode(based):
+    """The residual's output layer starts at zero: the sampler's K Euler steps then land
+    exactly on each band's base, the conv decode of the rows the band may see."""
+    cfg, params, tokens, text, mask = based
+    image, _ = rs.sample(params, cfg, tokens, text, mask, jax.random.key(3), mode="rolling")
+    image = np.asarray(image)
+    r = cfg.band_height
+    for g in range(cfg.num_bands):
+        rows = np.minimum(np.arange(cfg.token_rows), cfg.rows_needed(g) - 1)
+        want = _conv(cfg, params, tokens[:, rows])[:, g * r : (g + 1) * r]
+        np.testing.assert_allclose(image[:, g * r : (g + 1) * r], want, atol=1e-4)
+    # The last band sees every row: it is the plain conv decode.
+    np.testing.assert_allclose(image[:, -r:], _conv(cfg, params, tokens)[:, -r:], atol=1e-4)
+
+
+def test_conv_base_streams_exactly(based):
+    cfg, params, tokens, text, mask = based
+    params = randomized(params, seed=4)  # a non-zero residual
+    want = np.asarray(
+        rs.sample(params, cfg, tokens, text, mask, jax.random.key(5), "sequential")[0]
+    )
+    log = []
+    out = _stream(cfg, params, tokens, text, mask, "sequential", log)
+    assert log.index(("band", 0)) < log.index(("row", cfg.token_rows - 1))
+    np.testing.assert_allclose(out[cfg.num_bands - 1], want, atol=1e-5, rtol=0)
