@@ -124,8 +124,11 @@ def features(resolution: int) -> tfds.features.FeaturesDict:
 class OmniShapes(tfds.core.GeneratorBasedBuilder):
     """Procedural shapes, words and edits with exact specs; see docs/data.md."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Compose, write and edit tasks; held-out pairs and words in test."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Compose, write and edit tasks; held-out pairs and words in test.",
+        "1.1.0": "Small objects are 0.36 of the side (were 0.32): small stars keep their points.",
+    }
     BUILDER_CONFIGS = list(CONFIGS)
     DEFAULT_CONFIG_NAME = DEFAULT_CONFIG
 

@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 
 from omni_img.data.render import shape_mask, stripe_period
-from omni_img.data.spec import CELL_CENTRES, COLOURS, OBJECT_COLOURS, POSITIONS, SHAPES
+from omni_img.data.spec import CELL_CENTRES, COLOURS, OBJECT_COLOURS, POSITIONS, SHAPES, SIZES
 
 MIN_AREA = 0.008  # of R^2: smaller regions are noise
 MAX_RESIDUAL = (
@@ -195,6 +195,9 @@ def cell_of(centre: tuple[float, float]) -> str:
     return POSITIONS[(column, row)]
 
 
+SIZE_THRESHOLD = (SIZES["small"] + SIZES["large"]) / 2
+
+
 def size_of(side: float) -> str:
-    """'small' or 'large' from a box side in fractions (the classes are 0.32 and 0.48)."""
-    return "large" if side >= 0.40 else "small"
+    """'small' or 'large' from a box side in fractions: the nearer of the two classes."""
+    return "large" if side >= SIZE_THRESHOLD else "small"

@@ -16,7 +16,6 @@ import math
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 
 from omni_img.models.quantizers import FiniteScalarQuantizer, VectorQuantizer
 
@@ -85,6 +84,10 @@ class TokenizerSpec:
     num_res_blocks: int = 1  # residual conv blocks per stage at the token resolution
     high_res_blocks: int = 1  # ... and per stage above it (costlier: more pixels)
     remat: bool = False  # recompute residual blocks' activations in the backward pass
+    # A norm + swish between the decoder's upsampling layers: without it the dense +
+    # depth-to-space steps compose into one linear map from a token's features to its
+    # pixels, which keeps edges soft.
+    upsample_activation: bool = False
     quantizer: str = "fsq"
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
     codebook_size: int = 1024
@@ -110,9 +113,12 @@ class TokenizerSpec:
         return self.num_res_blocks if stage == self.num_stages - 1 else self.high_res_blocks
 
 
-def tokenizer_spec_from_config(model: ml_collections.ConfigDict) -> TokenizerSpec:
+def tokenizer_spec_from_config(model) -> TokenizerSpec:
+    """A TokenizerSpec from a config's model block (a ConfigDict or a plain dict, e.g.
+    read back from JSON); keys that are not spec fields are ignored."""
     fields = {f.name for f in dataclasses.fields(TokenizerSpec)}
-    values = {key: value for key, value in model.to_dict().items() if key in fields}
+    items = model.to_dict() if hasattr(model, "to_dict") else dict(model)
+    values = {key: value for key, value in items.items() if key in fields}
     for key in ("widths", "fsq_levels"):
         if key in values:
             values[key] = tuple(values[key])
@@ -153,6 +159,8 @@ class Decoder(nn.Module):
                 x = _res_block(self.spec)(widths[stage], self.dtype, name=name)(x)
             out_width = widths[stage - 1] if stage > 0 else widths[0]
             x = depth_to_space(_dense(4 * out_width, self.dtype)(x), 2)
+            if self.spec.upsample_activation and stage > 0:
+                x = nn.swish(nn.LayerNorm(dtype=self.dtype, name=f"up_norm_{stage}")(x))
         x = nn.swish(nn.LayerNorm(dtype=self.dtype)(x))
         return _conv(3, self.dtype, name="to_rgb")(x).astype(jnp.float32)
 
