@@ -9,6 +9,7 @@ from omni_img.sharding.mesh import (
     mesh_context,
     replicated,
     resolve_mesh_shape,
+    unsharded,
 )
 from omni_img.sharding.rules import DEFAULT_RULES
 
@@ -22,4 +23,5 @@ __all__ = [
     "mesh_context",
     "replicated",
     "resolve_mesh_shape",
+    "unsharded",
 ]

@@ -72,6 +72,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 @contextlib.contextmanager
+def unsharded() -> Iterator[None]:
+    """No logical-axis rules: the models' sharding constraints become no-ops.
+
+    For work on host copies of the params inside a training run's mesh context
+    (evaluations and sample grids between steps), where a constraint would ask arrays
+    that live on one device to be laid out over the mesh.
+    """
+    with nn.logical_axis_rules(()):
+        yield
+
+
+@contextlib.contextmanager
 def mesh_context(mesh: Mesh, rules) -> Iterator[None]:
     """Trace and run under `mesh` with the logical-axis `rules` active.
 

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from omni_img.config.validation import parse_profile_steps
+from omni_img.sharding import unsharded
 from omni_img.training.checkpoint import Checkpointer
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.state import TrainState
@@ -141,7 +142,8 @@ def run_loop(
             bar.update(1)
             for every, hook in every_step_hooks:
                 if every > 0 and step % every == 0:
-                    scalars = hook(state)
+                    with unsharded():  # hooks evaluate host copies of the params
+                        scalars = hook(state)
                     if scalars and writer is not None:
                         writer.write(step, scalars)
             save_by_time, stop_requested, out_of_time = _timed_decisions(
