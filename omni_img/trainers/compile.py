@@ -23,11 +23,12 @@ import argparse
 import collections
 import json
 import math
-import os
+import pathlib
 import re
 import time
 
 from omni_img.errors import UserError
+from omni_img.sharding.distributed import split_cpu
 
 ACCEPTS_CONFIG_OVERRIDES = True
 
@@ -79,9 +80,7 @@ def _devices(topology: str, config):
     if kind in ("", "cpu"):
         count = int(name) if name else _mesh_devices(config)
         if count is not None:
-            flags = os.environ.get("XLA_FLAGS", "")
-            if "xla_force_host_platform_device_count" not in flags:
-                os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}"
+            split_cpu(count)
         import jax
 
         devices = jax.devices("cpu")
@@ -119,6 +118,8 @@ def stage_step(config):
     from omni_img.config.saved import load_saved_config
     from omni_img.trainers import rolling
 
+    # The generator's config gives E's shape, the tokenizer's the conv base: their
+    # workdirs need a saved config.json, not a trained checkpoint.
     generator_config = load_saved_config(config.generator_workdir)
     metadata = _token_metadata(config)
     model, _ = generator.model_and_transform(generator_config, metadata)
@@ -129,8 +130,6 @@ def stage_step(config):
 
 def _token_metadata(config) -> dict | None:
     """The tokenized train split's metadata, or None if there is none (a preset)."""
-    import pathlib
-
     directory = config.data.get("tokenized_dir") or ""
     path = pathlib.Path(directory) / f"{config.data.train_split}.json"
     return json.loads(path.read_text()) if directory and path.is_file() else None

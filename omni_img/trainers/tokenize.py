@@ -8,15 +8,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-import jax
-import numpy as np
-from tqdm.auto import tqdm
-
-from omni_img.data import reading
-from omni_img.data.tokenized import TEXT_FIELDS, write_split
-from omni_img.trainers.tokenizer import image_to_float, load_workdir
-from omni_img.training.sources import open_split
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, help="workdir of a trained tokenizer")
@@ -35,6 +26,15 @@ def main(args: argparse.Namespace) -> int:
 def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256) -> dict:
     """Encode every image (and edit source) of `split` to token grids; write them to
     `out_dir` (see omni_img.data.tokenized). Returns the split's metadata."""
+    # Imported here, not at the top: `omni-img --help` imports this module.
+    import jax
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from omni_img.data import reading
+    from omni_img.data.tokenized import TEXT_FIELDS, write_split
+    from omni_img.trainers.tokenizer import image_to_float, load_workdir
+    from omni_img.training.sources import open_split
     config, model, params = load_workdir(workdir)
     source = open_split(config.data, split)
     encode = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))

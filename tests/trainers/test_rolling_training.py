@@ -2,6 +2,7 @@
 
 import pathlib
 
+import jax
 import numpy as np
 
 from omni_img.config import load_config
@@ -33,8 +34,16 @@ def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch):
     # A tokenizer whose grid (4x4 at 16 px, 1000 FSQ codes) matches the tokenized fixture.
     tokenizer.train(tiny_tokenizer_config(1), str(tmp_path / "tok"),
                     train_source=SyntheticSource(), eval_source=SyntheticSource(16))
-    tokens = write_tokenized(tmp_path / "tokens", grid=(4, 4), num_codes=1000)
-    generator.train(tiny_generator_config(tokens, 1), str(tmp_path / "gen"))
+    tokens = write_tokenized(
+        tmp_path / "tokens", grid=(4, 4), num_codes=1000, tokenizer_workdir=tmp_path / "tok"
+    )
+    generator_config = tiny_generator_config(tokens, 1)
+    generator_config.eval_every = 1  # an evaluation hook inside the training mesh, too
+    generator.train(generator_config, str(tmp_path / "gen"))
+    # The generator decoded samples of validation prompts with that tokenizer, at the
+    # step-1 evaluation and at the final one.
+    assert (tmp_path / "gen" / "samples_001.png").is_file()
+    assert (tmp_path / "gen" / "samples_002.png").is_file()
     monkeypatch.setattr(rolling, "open_split", lambda data, split: FakeImages())
 
     config = load_config(str(ROOT / "experiments/rolling_tiny.py"), [
@@ -53,3 +62,8 @@ def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch):
     assert pathlib.Path(report["grid"]).is_file()
     _, cfg, params = rolling.load_workdir(str(tmp_path / "rolling"))
     assert cfg.token_rows == 4 and cfg.codebook_size == 1000
+    # The conv base is the tokenizer's decoder, and training left it untouched.
+    _, _, tokenizer_params = tokenizer.load_workdir(str(tmp_path / "tok"))
+    base = params["params"]["base"]["decoder"]
+    for got, want in zip(jax.tree.leaves(base), jax.tree.leaves(tokenizer_params["decoder"])):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
