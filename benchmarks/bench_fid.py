@@ -116,15 +116,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="batch 10, 2 repeats, 1 device")
+    parser.add_argument("--json", default="")
     parser.add_argument("--child", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.batch, args.repeats = 10, 2
     if args.child:
         print(json.dumps(run_jax(args) if args.child == "jax" else run_torch(args)))
         return
 
     from benchmarks import common
 
-    rows = [child(args, "jax", 1), child(args, "jax", 8)]
+    rows = [child(args, "jax", 1)] + ([] if args.quick else [child(args, "jax", 8)])
     if not args.no_torch:
         try:
             import torch  # noqa: F401
@@ -132,15 +136,22 @@ def main() -> None:
             rows.append(child(args, "torch", 1))
         except ImportError:
             rows.append({"impl": "torch", "skipped": "torch not installed"})
-    machine = next((r["machine"] for r in rows if "machine" in r), None)
     for row in rows:
         row.pop("machine", None)
     # The machines are shared: the load average says how much the figures are depressed.
-    payload = {"machine": machine, "load_average": os.getloadavg(), "args": vars(args)}
-    path = common.write_results("fid", {**payload, "runs": rows})
-    print(f"wrote {path}")
-    columns = ["impl", "devices", "batch", "input_px", "images_per_s", "seconds_per_batch"]
-    common.print_table(rows, columns + ["gflops_per_image", "mfu", "skipped", "error"])
+    payload = {"load_average": os.getloadavg(), "args": vars(args), "runs": rows}
+    summary = []
+    for r in rows:
+        if "images_per_s" not in r:
+            summary.append({"row": f"FID features, {r['impl']}", "metric": "images/s",
+                            "value": None, "note": r.get("skipped") or r.get("error")})  # fmt: skip
+            continue
+        note = f"batch {r['batch']}, {r.get('devices', 1)} device(s)"
+        if r.get("mfu") is not None:
+            note += f", MFU {r['mfu']:.2f}"
+        summary.append({"row": f"FID features, {r['impl']}", "metric": "images/s",
+                        "value": r["images_per_s"], "note": note})  # fmt: skip
+    common.emit("fid", [payload], summary, args.json)
 
 
 if __name__ == "__main__":

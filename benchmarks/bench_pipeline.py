@@ -1,15 +1,16 @@
 """The inference pipeline from a bundle: prompt -> PNG latency, time to the first band
 streamed vs not, and time per image in sequential vs rolling mode (same K steps per band).
 
-    python benchmarks/bench_pipeline.py [--bundle BUNDLE] [--repeats 3]
+    python benchmarks/bench_pipeline.py [--quick] [--bundle BUNDLE] [--repeats 3]
 
-Without --bundle it exports a RANDOM-INITIALISED bundle of the CPU-default sizes (64×64
-px, 16×16 tokens, 1000 FSQ codes; generator dim 128, 2+4 layers; rolling decoder width
-128, 2 layers, N = 4 bands, K = 8 steps, window 2) to a temporary directory: speed does not
+Without --bundle it exports a RANDOM-INITIALISED bundle of the main job's sizes (the
+experiments/*_tiny.py configs: 64×64 px, 16×16 tokens, 1000 FSQ codes; generator width
+128, 2 + 4 layers, 2×2 token blocks; rolling decoder width 128, 2 layers, N = 4 bands,
+K = 8 steps, window 2, with its conv base) to a temporary directory: speed does not
 depend on the weights. Batch 1, default sampling (temperature 1, no CFG). Every figure is
 taken after one warm-up (compile) call, round-robin over the cases; the JSON has the best
 and the median of --repeats runs (on a shared machine the best is the least load-bound).
-Prints a table last; writes benchmarks/results/pipeline.json.
+Prints a table last; writes benchmarks/results/pipeline.json (or --json).
 """
 
 from __future__ import annotations
@@ -26,39 +27,46 @@ PROMPT = 'a blue sign that says "river" above a red circle'
 
 
 def random_bundle(out: pathlib.Path) -> dict:
-    """Export a random-init bundle of the CPU-default sizes to `out`; returns its manifest."""
+    """Export a random-init bundle of the main job's sizes to `out`; returns its manifest."""
     import flax.linen as nn
     import jax
     import numpy as np
 
+    from omni_img.config import load_config
     from omni_img.export import bundle as bl
-    from omni_img.models.generator import make_generator
-    from omni_img.models.rolling_decoder import init_rolling_decoder, rolling_decoder_config
-    from omni_img.models.tokenizer import Tokenizer, TokenizerSpec
     from omni_img.sampling.ar import DEFAULT_SAMPLING
     from omni_img.sampling.session import edit_conditioning
     from omni_img.tokenizers.text import ByteTokenizer
+    from omni_img.trainers import generator as generator_stage
+    from omni_img.trainers import rolling as rolling_stage
+    from omni_img.trainers import tokenizer as tokenizer_stage
 
+    experiment = lambda name: load_config(str(ROOT / "experiments" / name))  # noqa: E731
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    spec = TokenizerSpec(
-        image_size=64, patch_size=4, widths=(16, 64), num_res_blocks=2, high_res_blocks=0
-    )
-    tokenizer = Tokenizer(spec)
-    generator = make_generator({"grid_h": 16, "grid_w": 16, "image_vocab_size": spec.num_codes})
+    tokenizer_config = experiment("tokenizer_tiny.py")
+    tokenizer = tokenizer_stage.build_model(tokenizer_config)
+    size = tokenizer.spec.image_size
+    tokenizer_params = tokenizer.init(keys[0], np.zeros((1, size, size, 3), np.float32))
+    grid = tokenizer.spec.grid_size
+    metadata = {"grid": [grid, grid], "num_codes": tokenizer.spec.num_codes}
+    generator, _ = generator_stage.model_and_transform(experiment("generator_tiny.py"), metadata)
     text = ByteTokenizer()
-    batch = edit_conditioning(text, "x", generator.cfg, np.zeros((1, 16, 16), np.int32))
-    batch["target_tokens"] = np.zeros((1, 16, 16), np.int32)
-    rolling_cfg = rolling_decoder_config(
-        token_rows=16, token_cols=16, codebook_size=spec.num_codes, text_dim=128
+    batch = edit_conditioning(text, "x", generator.cfg, np.zeros((1, grid, grid), np.int32))
+    batch["target_tokens"] = np.zeros((1, grid, grid), np.int32)
+    rolling_config = experiment("rolling_tiny.py")
+    rolling_cfg = rolling_stage.decoder_config(
+        rolling_config, metadata, generator.cfg.dim, base_tokenizer=tokenizer.spec
     )
     stages = {
         "tokenizer": tokenizer,
-        "tokenizer_params": tokenizer.init(keys[0], np.zeros((1, 64, 64, 3), np.float32))["params"],
+        "tokenizer_params": tokenizer_params["params"],
         "generator": generator,
         "generator_params": generator.init(keys[1], batch)["params"],
         "text_tokenizer": text,
         "rolling_cfg": rolling_cfg,
-        "rolling_params": init_rolling_decoder(rolling_cfg, keys[2]),
+        "rolling_params": rolling_stage._init(
+            rolling_cfg, keys[2], base_params=nn.unbox(tokenizer_params["params"])
+        ),
         "configs": {s: {"note": "random init (benchmark)"} for s in bl.STAGES},
     }
     stages = {k: nn.unbox(v) if k.endswith("_params") else v for k, v in stages.items()}
@@ -87,12 +95,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", help="an exported bundle (default: a random-init one)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="2 repeats")
+    ap.add_argument("--json", default="")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 2
     sys.path.insert(0, str(ROOT))
     import jax
     import numpy as np
 
-    from benchmarks.common import machine, print_table, write_results
+    from benchmarks.common import emit
     from omni_img.export.bundle import load_bundle
     from omni_img.export.generate import provenance, write_png
     from omni_img.sampling import rolling as rolling_sampling
@@ -172,7 +184,6 @@ def main() -> int:
             if row["case"] == f"decode only: {mode}":
                 row["model_calls"] = rolling_sampling.num_model_calls(cfg, mode)
     payload = {
-        "machine": machine(),
         "bundle": "given: " + bundle_path.name if args.bundle else "random-initialised weights",
         "sizes": {
             "image": list(pipe.image_size),
@@ -187,16 +198,17 @@ def main() -> int:
         "export_seconds": None if export_seconds is None else round(export_seconds, 2),
         "load_bundle_seconds": round(load_seconds, 3),
         "bundle_bytes": int(sum(e["bytes"] for e in bundle.manifest["files"].values())),
-        "rows": rows,
+        "cases": rows,
     }
-    path = write_results("pipeline", payload)
-    print(
-        f"bundle: {payload['bundle']}; {cfg.image_height}x{cfg.image_width} px, tokens "
-        f"{pipe.grid}, N={cfg.num_bands} K={cfg.steps_per_band} W={cfg.window}; load "
-        f"{payload['load_bundle_seconds']} s; results -> {path.relative_to(ROOT)}"
-    )
     assert np.isfinite([r["best_ms"] for r in rows]).all()
-    print_table(rows, ["case", "best_ms", "median_ms", "model_calls"])
+    summary = [
+        {"row": f"pipeline: {r['case']}", "metric": "ms", "value": r["best_ms"],
+         "note": f"best of {args.repeats}; median {r['median_ms']}"}
+        for r in rows
+    ]  # fmt: skip
+    summary.append({"row": "pipeline: load bundle", "metric": "s", "value": load_seconds,
+                    "note": f"{payload['bundle_bytes'] / 1e6:.1f} MB"})  # fmt: skip
+    emit("pipeline", [payload], summary, args.json)
     tmp.cleanup()
     return 0
 

@@ -1,12 +1,13 @@
 """Rolling decoder speed: time per image in sequential vs rolling mode (same K steps per
 band), and time to the first band when streaming vs not, at batch 1.
 
-The model is the default tiny config (64×64 px, N = 4 bands, 8×8 tokens, width 128) with
-random-initialised weights: speed does not depend on the weight values. The token source
-for streaming is an in-memory list (optionally with a fixed delay per row to stand in for
-the AR decoder), so the figures are the decoder's own.
+The model is experiments/rolling_tiny.py's (64×64 px, N = 4 bands, 16×16 tokens, width
+128, refining tokenizer_tiny's conv decoder) with random-initialised weights: speed does
+not depend on the weight values. The token source for streaming is an in-memory list
+(optionally with a fixed delay per row to stand in for the AR decoder), so the figures
+are the decoder's own.
 
-    python benchmarks/bench_rolling.py [--repeats 5] [--windows 2,4] [--steps 8]
+    python benchmarks/bench_rolling.py [--quick] [--repeats 5] [--windows 2,4] [--steps 8]
 
 Timings are the best of --repeats runs, taken round-robin over the modes (the median is
 in the JSON too): on a shared machine the minimum is the least load-dependent figure.
@@ -16,12 +17,9 @@ Prints a table last and writes benchmarks/results/rolling.json (machine, version
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -30,36 +28,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from omni_img.models import rolling_decoder as rd
-from omni_img.sampling import rolling as rs
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import emit  # noqa: E402
+from omni_img.models import rolling_decoder as rd  # noqa: E402
+from omni_img.sampling import rolling as rs  # noqa: E402
 
 
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "python": platform.python_version(),
-        "git_commit": commit,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+def tiny_config(steps: int, sizes: dict) -> rd.RollingDecoderConfig:
+    """experiments/rolling_tiny.py's decoder on tokenizer_tiny's tokens, refining its
+    conv decoder, with the tiny generator's E width."""
+    from omni_img.config import load_config
+    from omni_img.models.tokenizer import tokenizer_spec_from_config
+    from omni_img.trainers.rolling import decoder_config
+
+    config = load_config(str(ROOT / "experiments/rolling_tiny.py"))
+    base = tokenizer_spec_from_config(
+        load_config(str(ROOT / "experiments/tokenizer_tiny.py")).model
+    )
+    metadata = {"grid": [base.grid_size, base.grid_size], "num_codes": base.num_codes}
+    cfg = decoder_config(config, metadata, text_dim=128, base_tokenizer=base)
+    return rd.rolling_decoder_config(cfg, steps_per_band=steps, **sizes)
 
 
 def inputs(cfg: rd.RollingDecoderConfig, seed: int = 0):
@@ -109,11 +99,14 @@ def main(argv=None) -> int:
         default=0.0,
         help="simulated AR time per token row in the streaming runs",
     )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rolling.json"))
+    ap.add_argument("--quick", action="store_true", help="3 repeats")
+    ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats = 3
 
     sizes = {k: v for k, v in (("dim", args.dim), ("num_layers", args.layers)) if v}
-    base = rd.rolling_decoder_config(steps_per_band=args.steps, **sizes)
+    base = tiny_config(args.steps, sizes)
     params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(base, r)))(jax.random.key(0))
     tokens, text, mask = inputs(base)
     n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -165,57 +158,26 @@ def main(argv=None) -> int:
     for run in runs:
         run["speedup_vs_sequential"] = seq / run["per_image_s"]
     n = base.num_bands
-    result = {
-        "benchmark": "rolling decoder, batch 1, random-init tiny model",
-        "machine": machine(),
-        "config": {
-            "image": [base.image_height, base.image_width],
-            "num_bands": n,
-            "steps_per_band": base.steps_per_band,
-            "dim": base.dim,
-            "num_layers": base.num_layers,
-            "token_grid": [base.token_rows, base.token_cols],
-            "params": int(n_params),
-            "repeats": args.repeats,
-            "row_delay_ms": args.row_delay_ms,
-        },
-        "targets": {
-            "rolling_faster_than_sequential": all(
-                r["per_image_s"] < seq for r in runs if r["mode"] == "rolling"
-            ),
-            "first_band_over_full_target": 1.0 / n,
-            "first_band_within_target": {
-                r["label"]: r["first_band_over_full"] <= 1.25 / n for r in runs
-            },
-        },
-        "runs": runs,
-    }
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-
-    head = (
-        f"{'mode':<14}{'calls':>6}{'K/band':>7}{'ms/image':>10}{'(median)':>9}"
-        f"{'speedup':>8}{'1st band ms':>12}{'stream all':>11}{'1st/full':>9}"
-        f"{'compile s':>10}"
-    )
-    print(
-        f"rolling decoder, batch 1, {base.image_height}x{base.image_width}, N={n}, "
-        f"K={base.steps_per_band}, {n_params / 1e6:.2f}M params (random init); "
-        f"{result['machine']['cpu']}, {result['machine']['cores']} cores, jax "
-        f"{jax.__version__}; best of {args.repeats} (load avg at start "
-        f"{result['machine']['load_average_at_start'][0]:.1f}); target 1st/full <= "
-        f"{1 / n:.2f} (+25%)"
-    )
-    print(head)
+    rows = []
     for r in runs:
-        print(
-            f"{r['label']:<14}{r['model_calls']:>6}{r['steps_per_band']:>7}"
-            f"{1e3 * r['per_image_s']:>10.1f}{1e3 * r['per_image_median_s']:>9.1f}"
-            f"{r['speedup_vs_sequential']:>8.2f}{1e3 * r['stream_first_band_s']:>12.1f}"
-            f"{1e3 * r['stream_full_s']:>11.1f}{r['first_band_over_full']:>9.2f}"
-            f"{r['compile_and_first_s']:>10.1f}"
-        )
+        name = f"rolling decoder {r['label']} (N={n}, K={base.steps_per_band})"
+        rows += [
+            {"row": name, "metric": "model calls", "value": r["model_calls"],
+             "note": f"{r['steps_per_band']} steps a band"},
+            {"row": name, "metric": "ms per image", "value": 1e3 * r["per_image_s"],
+             "note": f"best of {args.repeats}; {r['speedup_vs_sequential']:.2f}x sequential"},
+            {"row": name, "metric": "first band streamed ms",
+             "value": 1e3 * r["stream_first_band_s"],
+             "note": f"{r['first_band_over_full']:.2f} of the image (target 1/N = {1 / n:.2f})"},
+        ]  # fmt: skip
+    config = {
+        "image": [base.image_height, base.image_width], "num_bands": n,
+        "steps_per_band": base.steps_per_band, "dim": base.dim, "num_layers": base.num_layers,
+        "token_grid": [base.token_rows, base.token_cols], "conv_base": True,
+        "params": int(n_params), "repeats": args.repeats, "row_delay_ms": args.row_delay_ms,
+        "load_average_at_start": list(os.getloadavg()),
+    }  # fmt: skip
+    emit("rolling", [{"config": config, "runs": runs}], rows, args.json)
     return 0
 
 

@@ -8,9 +8,11 @@ import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 import time
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine() -> dict:
@@ -86,3 +88,33 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def run_child(argv: list[str], devices: int) -> dict:
+    """Run `python ARGV` on `devices` fake CPU devices; its last stdout line is JSON."""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+    }
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def emit(name: str, results: list[dict], rows: list[dict], json_path: str = "") -> pathlib.Path:
+    """Write {machine, results, rows} as JSON and print the rows as a table (last).
+
+    `rows` are the summary lines {row, metric, value, note} that benchmarks/run.py
+    collects from every script; `results` the full measurements behind them.
+    """
+    payload = {"benchmark": name, "machine": machine(), "results": results, "rows": rows}
+    path = pathlib.Path(json_path) if json_path else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    print_table(rows, ["row", "metric", "value", "note"])
+    print(f"wrote {path}")
+    return path

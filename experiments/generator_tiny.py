@@ -46,7 +46,7 @@ def get_config(arg=None):
             "group": 2,
             "text_group": 4,
             "text_vocab_size": 264,
-            "max_text_len": 200,  # the longest omni_shapes caption is 194 bytes (+ BOS, EOS)
+            "max_text_len": 224,  # the longest omni_shapes caption is 210 bytes (+ BOS, EOS)
             "max_history_len": 64,  # older turns are dropped first
             "use_source": True,
             "dim": 128,

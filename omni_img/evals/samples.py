@@ -50,7 +50,9 @@ def load_stages(tokenizer_workdir: str, generator_workdir: str, rolling_workdir:
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_fns(model):
+def tokenizer_fns(model):
+    """Jitted (encode(params, uint8 images) -> ids, decode(params, ids) -> [-1, 1] images)."""
+
     def encode(params, images_uint8):
         images = images_uint8.astype(jnp.float32) / 127.5 - 1.0
         return model.apply({"params": params}, images, method="encode")
@@ -65,7 +67,7 @@ def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[s
     """The generator's conditioning batch for dataset records (edit sources tokenized)."""
     from omni_img.trainers.generator import conditioning_example
 
-    encode, _ = _tokenizer_fns(stages.tokenizer)
+    encode, _ = tokenizer_fns(stages.tokenizer)
     grid = stages.generator.cfg.grid
     rows = []
     for record in records:
@@ -74,6 +76,12 @@ def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[s
         if task == "edit":
             image = np.asarray(record["source_image"], np.uint8)[None]
             source_tokens = np.asarray(encode(stages.tokenizer_params, image))[0]
+            if source_tokens.shape != tuple(grid):
+                raise ValueError(
+                    f"the tokenizer turns this dataset's {image.shape[1]}x{image.shape[2]} "
+                    f"images into a {source_tokens.shape} token grid, but the generator "
+                    f"expects {tuple(grid)}: were they trained on the same image size?"
+                )
         tokenized = {
             "caption": reading.text(record["caption"]),
             "history": reading.text(record.get("history")) or "[]",
@@ -102,7 +110,7 @@ def generate_images(
     cond = conditioning(stages, records)
     rng = jax.random.PRNGKey(seed)
     tokens = ar.sample(stages.generator, stages.generator_params, cond, rng, sampling)
-    _, decode = _tokenizer_fns(stages.tokenizer)
+    _, decode = tokenizer_fns(stages.tokenizer)
     images = {}
     for decoder in decoders:
         if decoder == "conv":

@@ -186,7 +186,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
     eval_source = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
-    samples = SampleJudge(model, config, train_source.metadata, workdir_path)
+    samples = SampleJudge(model, config, eval_source, transform, workdir_path)
 
     def evaluate_now(params, final: bool = False):
         report = validation_metrics(model, eval_source, transform, config, params)
@@ -210,52 +210,57 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 class SampleJudge:
-    """Greedy samples of the generator, decoded with the tokenizer that made its data.
+    """Samples of the generator (`config.sampling`), decoded with the conv decoder of the
+    tokenizer that made its data (the tokenized data names it).
 
-    Each call writes `samples_<step>.png` (validation prompts, `config.eval.samples`
-    of them, 0 = none); a final call also judges `config.eval.judge_per_task` samples
-    of each task of the test split and writes `samples_test_<task>.png`.
+    Each call writes `samples_<n>.png`: the first `config.eval.samples` validation
+    prompts (0 = none), from the tokenized records, so no image is read. A final call
+    also judges `config.eval.judge_per_task` samples of each task of the dataset's test
+    split (held-out combinations and words) and writes `samples_test_<task>_conv.png`.
     """
 
-    def __init__(self, model, config, metadata: dict, workdir: pathlib.Path):
+    def __init__(self, model, config, eval_source, transform, workdir: pathlib.Path):
         self.model, self.config, self.workdir = model, config, workdir
-        self.tokenizer_workdir = metadata.get("tokenizer_workdir", "")
+        self.eval_source, self.transform = eval_source, transform
+        self.tokenizer_workdir = eval_source.metadata.get("tokenizer_workdir", "")
         self.calls = 0
-        self._stages = None
+        self._tokenizer = None
 
-    def _load(self, params):
+    def _stages(self, params):
         from omni_img.evals.samples import Stages
         from omni_img.trainers import tokenizer as tokenizer_stage
 
-        if self._stages is None:
-            _, tok_model, tok_params = tokenizer_stage.load_workdir(self.tokenizer_workdir)
-            text = make_text_tokenizer(self.config.text_tokenizer)
-            self._stages = Stages(tok_model, tok_params, self.model, None, text)
-        self._stages.generator_params = params
-        return self._stages
+        if self._tokenizer is None:
+            _, model, tokenizer_params = tokenizer_stage.load_workdir(self.tokenizer_workdir)
+            self._tokenizer = (model, tokenizer_params)
+        text = make_text_tokenizer(self.config.text_tokenizer)
+        return Stages(*self._tokenizer, self.model, params, text)
 
     def __call__(self, params, final: bool) -> dict:
-        from omni_img.evals.samples import evaluate_samples, generate_images
-        from omni_img.sampling.ar import SamplingConfig
+        from omni_img.evals.images import to_uint8
+        from omni_img.evals.samples import evaluate_samples, tokenizer_fns
+        from omni_img.sampling import ar
 
-        count = int(self.config.eval.get("samples", 0))
+        count = min(int(self.config.eval.get("samples", 0)), len(self.eval_source))
         per_task = int(self.config.eval.get("judge_per_task", 0)) if final else 0
         if not self.tokenizer_workdir or not (count or per_task):
             return {}
-        stages = self._load(params)
-        greedy = SamplingConfig(temperature=0.0, cfg_scale=self.config.sampling.cfg_scale)
+        stages = self._stages(params)
+        sampling = ar.SamplingConfig(**self.config.sampling.to_dict())
         report = {}
         if count:
-            validation = open_split(self.config.data, self.config.data.eval_split)
-            records = [validation[i] for i in range(min(count, len(validation)))]
-            images = generate_images(stages, records, greedy, seed=0)["conv"]
+            rows = [self.transform(self.eval_source[i]) for i in range(count)]
+            cond = {k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "target_tokens"}
+            tokens = ar.sample(self.model, params, cond, jax.random.PRNGKey(0), sampling)
+            _, decode = tokenizer_fns(stages.tokenizer)
+            images = to_uint8(np.asarray(decode(stages.tokenizer_params, tokens)))
             self.calls += 1
             if jax.process_index() == 0:
                 save_grid(images, self.workdir / f"samples_{self.calls:03d}.png", columns=8)
         if per_task:
             test = open_split(self.config.data, "test")
             judged = evaluate_samples(
-                stages, test, per_task=per_task, sampling=greedy, grid_dir=self.workdir,
+                stages, test, per_task=per_task, sampling=sampling, grid_dir=self.workdir,
                 grid_prefix="samples_test",
             )  # fmt: skip
             report["test_judge"] = judged["conv"]

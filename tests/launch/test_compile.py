@@ -3,6 +3,7 @@
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from omni_img.cli import main
@@ -59,9 +60,12 @@ def test_tiny_rolling_decoder_reads_the_generator_config(capsys, tmp_path):
     generator.data.tokenized_dir = ""
     (tmp_path / "generator").mkdir()
     save_config(generator, tmp_path / "generator")
+    (tmp_path / "tokenizer").mkdir()
+    save_config(load_config(str(ROOT / "experiments/tokenizer_tiny.py")), tmp_path / "tokenizer")
     report = _report(
         capsys, tmp_path, "--config", "experiments/rolling_tiny.py",
         f"--config.generator_workdir={tmp_path / 'generator'}", "--config.data.tokenized_dir=",
+        f"--config.tokenizer_workdir={tmp_path / 'tokenizer'}",
     )  # fmt: skip
     assert report["stage"] == "rolling" and report["flops_per_device"] > 0
 
@@ -101,3 +105,16 @@ def test_wrong_device_count_is_a_clear_error(capsys):
     args = ["compile", "--config", "experiments/tokenizer_tiny.py", "--topology", "cpu:4"]
     assert main(args) == 2
     assert "already has 8 CPU devices" in capsys.readouterr().err
+
+
+def test_mesh_presets_name_their_devices_and_reject_unknown_names():
+    from omni_img.config.meshes import LAYOUTS, TARGET_DEVICES, mesh_preset
+
+    for target, layouts in LAYOUTS.items():
+        for layout, axes in layouts.items():
+            assert np.prod(list(axes.values())) == TARGET_DEVICES[target], (target, layout)
+    assert mesh_preset("gpu32")[1:] == ("fsdp", {"data": 4, "fsdp": 8, "tensor": 1})
+    with pytest.raises(UserError, match="unknown target 'gpu9'"):
+        load_config(str(ROOT / "experiments/t2i_256.py:gpu9"))
+    with pytest.raises(UserError, match="unknown mesh layout 'zero3'"):
+        load_config(str(ROOT / "experiments/c2i_imagenet256.py:L,gpu8,zero3"))

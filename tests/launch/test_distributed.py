@@ -1,5 +1,7 @@
 """Where a run's process group comes from: flags > OMNI_IMG_* > SLURM / TPU > single."""
 
+import os
+
 import pytest
 
 from omni_img.errors import UserError
@@ -51,3 +53,17 @@ def test_bad_environment_names_the_variable():
     with pytest.raises(UserError, match="OMNI_IMG_NUM_PROCESSES must be an integer"):
         detect(environ={"OMNI_IMG_COORDINATOR": "h:1", "OMNI_IMG_NUM_PROCESSES": "two",
                         "OMNI_IMG_PROCESS_ID": "0"})  # fmt: skip
+
+
+def test_split_cpu_sets_the_device_count_once(monkeypatch):
+    from omni_img.sharding.distributed import split_cpu
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    split_cpu(8)
+    assert "--xla_force_host_platform_device_count=8" in os.environ["XLA_FLAGS"]
+    assert "--xla_cpu_enable_fast_math=false" in os.environ["XLA_FLAGS"]
+    split_cpu(4)  # a count already set wins
+    assert "device_count=4" not in os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("XLA_FLAGS", "")
+    split_cpu(1)
+    assert os.environ["XLA_FLAGS"] == ""

@@ -13,7 +13,9 @@ CAPTIONS = {
 }
 
 
-def write_tokenized(directory, count=96, grid=(4, 4), num_codes=64):
+def write_tokenized(directory, count=96, grid=(4, 4), num_codes=64, tokenizer_workdir=None):
+    """Train and validation splits; with `tokenizer_workdir`, their metadata names the
+    tokenizer (as `omni-img tokenize` writes it), so the generator can decode samples."""
     rng = np.random.default_rng(0)
     tasks = ["compose", "write", "edit"]
 
@@ -32,6 +34,8 @@ def write_tokenized(directory, count=96, grid=(4, 4), num_codes=64):
                 "edit_op": "recolour" if task == "edit" else "",
             }
 
+    extra = {"tokenizer_workdir": str(tokenizer_workdir)} if tokenizer_workdir else None
     for split in ("train", "validation"):
-        write_split(directory, split, records(), grid=grid, num_codes=num_codes)
+        write_split(directory, split, records(), grid=grid, num_codes=num_codes,
+                    extra_metadata=extra)  # fmt: skip
     return directory
