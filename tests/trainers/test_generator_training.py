@@ -23,7 +23,8 @@ def tiny_config(tokens, num_steps, **mesh):
         "--config.checkpoint.every_steps=2",
         "--config.eval.num_examples=16",
         # The final test-split judge samples omni_shapes prompts at the dataset's size; the
-        # 16 px stand-in tokenizers cannot encode those (tests/evals/test_eval_bundle.py judges samples of a 16 px split).
+        # 16 px stand-in tokenizers cannot encode those (test_eval_bundle.py judges a
+        # 16 px split).
         "--config.eval.judge_per_task=0",
         "--config.model.dim=32",
         "--config.model.mlp_dim=64",
