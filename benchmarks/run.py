@@ -10,7 +10,7 @@ the machine (CPU model, cores, device kind and count, jax/flax versions, git com
 `--quick` shrinks repeats and sizes so the whole suite takes under 10 minutes on a
 2-core CPU; the figures are then noisier, not different in kind. `--llamagen DIR` adds
 the eager-PyTorch rows of LlamaGen's GPT from a checkout of its repository (not part of
-this project) to the comparison with `bench_train`'s llamagen cases.
+this project) to the comparison (our side runs `bench_train`'s llamagen cases).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> int:
         out = RESULTS / f"{name}{suffix}.json"
         command = [sys.executable, str(ROOT / "benchmarks" / script), "--json", str(out)]
         command += ["--quick", *quick_args] if args.quick else full_args
-        if name in ("llamagen", "train") and args.llamagen:
+        if name == "llamagen" and args.llamagen:
             command += ["--llamagen", args.llamagen]
         t0 = time.perf_counter()
         print(f"== {name}: {' '.join(command[1:])}", flush=True)

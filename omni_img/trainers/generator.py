@@ -188,9 +188,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_source = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
     samples = SampleJudge(model, config, eval_source, transform, workdir_path)
 
-    def evaluate_now(params, final: bool = False):
-        report = validation_metrics(model, eval_source, transform, config, params)
-        return {**report, **samples(to_host(params), final)}
+    def evaluate_now(state, final: bool = False):
+        report = validation_metrics(model, eval_source, transform, config, state.ema_params)
+        return {**report, **samples(to_host(state.ema_params), int(state.step), final)}
 
     result = fit(
         config,
@@ -200,12 +200,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stage=train_step_parts(config, train_source.metadata),
         data_iterator=data_iterator,
         writer=writer,
-        hooks=[(config.eval_every, lambda state: evaluate_now(state.ema_params))],
+        hooks=[(config.eval_every, evaluate_now)],
         description="generator",
     )
 
     # ---------------------------------------------------------------- Eval
-    report = evaluate_now(result.state.ema_params, final=True)
+    report = evaluate_now(result.state, final=True)
     return finish_report(report, result, writer, workdir_path / "generator_eval.json")
 
 
@@ -213,7 +213,7 @@ class SampleJudge:
     """Samples of the generator (`config.sampling`), decoded with the conv decoder of the
     tokenizer that made its data (the tokenized data names it).
 
-    Each call writes `samples_<n>.png`: the first `config.eval.samples` validation
+    Each call writes `samples_<step>.png`: the first `config.eval.samples` validation
     prompts (0 = none), from the tokenized records, so no image is read. A final call
     also judges `config.eval.judge_per_task` samples of each task of the dataset's test
     split (held-out combinations and words) and writes `samples_test_<task>_conv.png`.
@@ -223,7 +223,6 @@ class SampleJudge:
         self.model, self.config, self.workdir = model, config, workdir
         self.eval_source, self.transform = eval_source, transform
         self.tokenizer_workdir = eval_source.metadata.get("tokenizer_workdir", "")
-        self.calls = 0
         self._tokenizer = None
 
     def _stages(self, params):
@@ -236,7 +235,7 @@ class SampleJudge:
         text = make_text_tokenizer(self.config.text_tokenizer)
         return Stages(*self._tokenizer, self.model, params, text)
 
-    def __call__(self, params, final: bool) -> dict:
+    def __call__(self, params, step: int, final: bool) -> dict:
         from omni_img.evals.images import to_uint8
         from omni_img.evals.samples import evaluate_samples, tokenizer_fns
         from omni_img.sampling import ar
@@ -254,9 +253,8 @@ class SampleJudge:
             tokens = ar.sample(self.model, params, cond, jax.random.PRNGKey(0), sampling)
             _, decode = tokenizer_fns(stages.tokenizer)
             images = to_uint8(np.asarray(decode(stages.tokenizer_params, tokens)))
-            self.calls += 1
             if jax.process_index() == 0:
-                save_grid(images, self.workdir / f"samples_{self.calls:03d}.png", columns=8)
+                save_grid(images, self.workdir / f"samples_{step:06d}.png", columns=8)
         if per_task:
             test = open_split(self.config.data, "test")
             judged = evaluate_samples(
