@@ -168,7 +168,7 @@ def render_markdown(report: dict) -> str:
         )
         lines.append(f"- judge on reconstructions: {_tasks_line(judge)}; compose: {attributes}")
         if "write_ocr" in judge:
-            lines.append(f"- OCR exact match {100 * judge['write_ocr']['exact_match']:.1f} %")
+            lines.append(f"- OCR: {ocr_line(judge['write_ocr'])}")
     lines += [
         "",
         "## Decoders on ground-truth tokens (validation)",
@@ -206,17 +206,23 @@ def judge_lines(summary: dict) -> list[str]:
         )
         lines.append(f"compose by object count: {parts}")
     if "write_ocr" in summary:
-        ocr = summary["write_ocr"]
-        lines.append(f"write: exact {percent(ocr['exact_match'])}, CER {ocr['cer']:.2f}")
+        lines.append(f"write: {ocr_line(summary['write_ocr'])}")
     for group, ocr in summary.get("write_by_words", {}).items():
-        lines.append(
-            f"write, {group.replace('_', ' ')}: exact {percent(ocr['exact_match'])}, "
-            f"CER {ocr['cer']:.2f} (n={ocr['n']})"
-        )
+        lines.append(f"write, {group.replace('_', ' ')}: {ocr_line(ocr)}")
     if "edit_ops" in summary:
         parts = ", ".join(f"{k} {percent(v)}" for k, v in summary["edit_ops"].items())
         lines.append(f"edit by op: {parts}")
     return lines
+
+
+def ocr_line(ocr: dict) -> str:
+    """'exact 40 %, CER 0.21 (OCR read 30 of 32)'; the rest failed before OCR."""
+    if not ocr["read"]:
+        return f"no image reached OCR (background or sign wrong in all {ocr['of']})"
+    return (
+        f"exact {100 * ocr['exact_match']:.0f} %, CER {ocr['cer']:.2f} "
+        f"(OCR read {ocr['read']} of {ocr['of']}; the rest failed before OCR)"
+    )
 
 
 def _tasks_line(summary: dict) -> str:

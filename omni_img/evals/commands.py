@@ -250,8 +250,12 @@ def markdown_report(report: dict[str, Any]) -> str:
     for task, value in (judge.get("tasks") or {}).items():
         rows.append((f"judge accuracy: {task}", f"{value['accuracy']:.3f}"))
     if "write_ocr" in judge:
-        rows.append(("OCR exact match", f"{judge['write_ocr']['exact_match']:.3f}"))
-        rows.append(("OCR CER", f"{judge['write_ocr']['cer']:.3f}"))
+        ocr = judge["write_ocr"]
+        rows.append(("OCR read (write images past the background and sign checks)",
+                     f"{ocr['read']} of {ocr['of']}"))  # fmt: skip
+        if ocr["read"]:
+            rows.append(("OCR exact match", f"{ocr['exact_match']:.3f}"))
+            rows.append(("OCR CER", f"{ocr['cer']:.3f}"))
     lines = ["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
 

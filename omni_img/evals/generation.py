@@ -47,14 +47,10 @@ def judge_records(
         summary["compose_by_count"] = _accuracy_by(
             compose, verdicts, lambda i: f"{len(judge_lib.as_scene(specs[i]).objects)} objects"
         )
-    writes = [i for i, t in enumerate(tasks) if t == "write" and "cer" in verdicts[i].details]
+    writes = [i for i, t in enumerate(tasks) if t == "write"]
     if writes:
         summary["write_by_words"] = {
-            group: {
-                "n": len(members),
-                "exact_match": float(np.mean([verdicts[i].details["exact"] for i in members])),
-                "cer": float(np.mean([verdicts[i].details["cer"] for i in members])),
-            }
+            group: judge_lib.ocr_stats([verdicts[i].details for i in members])
             for group, members in _group_by(writes, lambda i: _word_group(specs[i])).items()
         }
     return summary, verdicts

@@ -369,13 +369,9 @@ def summarize(
         }
         geneval["overall"] = _mean(list(geneval.values()))
         out["geneval"] = geneval
-    words = [v.details for v, t in zip(verdicts, tasks, strict=True) if t == "write"]
-    words = [d for d in words if "cer" in d]
-    if words:
-        out["write_ocr"] = {
-            "exact_match": _mean([d["exact"] for d in words]),
-            "cer": _mean([d["cer"] for d in words]),
-        }
+    writes = [v.details for v, t in zip(verdicts, tasks, strict=True) if t == "write"]
+    if writes:
+        out["write_ocr"] = ocr_stats(writes)
     if edit_ops is not None:
         edits = [i for i, t in enumerate(tasks) if t == "edit"]
         by_op = _group([edit_ops[i] for i in edits])
@@ -383,6 +379,19 @@ def summarize(
             op: _mean([verdicts[edits[j]].passed for j in idx]) for op, idx in by_op.items()
         }
     return out
+
+
+def ocr_stats(write_details: Sequence[dict]) -> dict[str, Any]:
+    """Exact match and CER over the write images that OCR ran on (`read` of `of`): an
+    image whose background or sign is wrong fails before OCR and has no reading. With
+    none read, exact_match and cer are None, not 0: there was nothing to score."""
+    read = [d for d in write_details if "cer" in d]
+    return {
+        "read": len(read),
+        "of": len(write_details),
+        "exact_match": _mean([d["exact"] for d in read]) if read else None,
+        "cer": _mean([d["cer"] for d in read]) if read else None,
+    }
 
 
 def _group(keys: Sequence[str]) -> dict[str, list[int]]:

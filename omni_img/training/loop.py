@@ -110,6 +110,7 @@ def run_loop(
     pending: tuple[int, dict] | None = None
     single_process = jax.process_count() == 1
     stop_requested = False
+    tracing = False
     batch = first_batch
     step = start_step
     train_start = time.perf_counter()
@@ -125,12 +126,14 @@ def run_loop(
         while step < num_steps:
             if profile and step == profile[0]:
                 jax.profiler.start_trace(profile_dir)
+                tracing = True
             state, metrics = compiled(state, batch)
             step += 1
             window_steps += 1
-            if profile and step == profile[1] + 1:
+            if tracing and step == profile[1] + 1:
                 jax.block_until_ready(state)
                 jax.profiler.stop_trace()
+                tracing = False
             # Read back the previous step's metrics while this one runs.
             if pending is not None:
                 _report(
@@ -156,6 +159,9 @@ def run_loop(
             if step >= num_steps or stop_requested or out_of_time:
                 break
             batch = to_device(next(batches))
+        if tracing:  # the run stopped (time, signal, last step) inside the traced range
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
         if pending is not None:
             _report(pending, writer, bar, 1, window_start, window_steps, examples_per_step)
         if checkpointer is not None:

@@ -99,3 +99,14 @@ def test_character_error_rate():
     assert character_error_rate("river", "river") == 0
     assert character_error_rate("rivet", "river") == pytest.approx(0.2)
     assert character_error_rate("", "cat") == 1
+
+
+def test_ocr_stats_score_only_the_images_ocr_read():
+    from omni_img.evals.judge import ocr_stats
+
+    read = [{"exact": True, "cer": 0.0}, {"exact": False, "cer": 0.5}]
+    failed_before_ocr = [{"background": "red"}]
+    stats = ocr_stats(read + failed_before_ocr)
+    assert stats == {"read": 2, "of": 3, "exact_match": 0.5, "cer": 0.25}
+    # Nothing read is "nothing to score", not a perfect or a zero score.
+    assert ocr_stats(failed_before_ocr) == {"read": 0, "of": 1, "exact_match": None, "cer": None}

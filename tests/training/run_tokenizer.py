@@ -2,7 +2,8 @@
 
     python tests/training/run_tokenizer.py WORKDIR NUM_STEPS DEVICES [--delay S] [--dump FILE]
 
-Runs on DEVICES fake CPU devices (mesh data=-1), checkpoints every 2 steps, and with
+Runs on DEVICES fake CPU devices (mesh data=-1), checkpoints every 2 steps (or
+--checkpoint_every), and with
 --dump writes the final params (flattened) to an .npz file.
 """
 
@@ -18,6 +19,7 @@ parser.add_argument("devices", type=int)
 parser.add_argument("--delay", type=float, default=0.0)
 parser.add_argument("--dump", default="")
 parser.add_argument("--restore_only", action="store_true")
+parser.add_argument("--checkpoint_every", type=int, default=2)
 args = parser.parse_args()
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -36,6 +38,7 @@ def flat_params(params) -> dict[str, np.ndarray]:
 
 
 config = tiny_tokenizer_config(num_steps=args.num_steps)
+config.checkpoint.every_steps = args.checkpoint_every
 if args.restore_only:
     from omni_img.trainers.tokenizer import restore_params
 

@@ -149,6 +149,31 @@ def test_exact_resume_after_sigkill_and_restore_on_fewer_devices(tmp_path):
             np.testing.assert_array_equal(whole_params[name], restored[name], err_msg=name)
 
 
+def test_sigterm_writes_a_final_checkpoint_at_the_step_it_stopped(tmp_path):
+    workdir = tmp_path / "run"
+    process = _run_worker(workdir, 1000, 8, "--delay", "0.05", "--checkpoint_every", 10_000,
+                          background=True)  # fmt: skip
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and '"loss"' in metrics.read_text()):
+        assert process.poll() is None, "worker exited before training"
+        assert time.monotonic() < deadline, "no training step logged in 300 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"loss"' in x]
+    # No step-based save was due: the one checkpoint is the stop's, at the last step run.
+    assert saved == [max(logged)] and 0 < saved[0] < 1000
+
+
+@pytest.mark.parametrize("steps", ["1,2", "2,50"])  # the second ends inside the range
+def test_profile_steps_write_a_trace(tmp_path, steps):
+    train_tiny(tmp_path / "run", num_steps=3, profile_steps=steps)
+    traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
