@@ -36,7 +36,6 @@ def child(steps: int) -> None:
 
     result = measure("generator", jax.device_count(), "data", steps)
     result["processes"] = jax.process_count()
-    result.pop("checkpoint_blocked_s", None)
     if jax.process_index() == 0:
         print("RESULT " + json.dumps(result), flush=True)
 

@@ -36,19 +36,23 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import emit, run_child  # noqa: E402
 
+# The generator's token space when no tokenized data is given: tokenizer_tiny's grid.
+TINY_TOKENS = ["--config.data.tokenized_dir=", "--config.model.grid_h=16",
+               "--config.model.grid_w=16", "--config.model.image_vocab_size=1000"]
 # case -> (experiment, overrides)
 CASES = {
     "tokenizer": ("tokenizer_tiny.py", []),
-    "generator": ("generator_tiny.py", []),
+    "generator": ("generator_tiny.py", TINY_TOKENS),
     "rolling": ("rolling_tiny.py", []),
     # One change each against `generator`, for docs/performance.md: one token an encoder
     # and a decoder position (with the earlier layout's longer history); bf16 compute;
     # rematerialised blocks.
-    "generator_g1": ("generator_tiny.py", ["--config.model.group=1", "--config.model.text_group=1",
+    "generator_g1": ("generator_tiny.py", [*TINY_TOKENS, "--config.model.group=1",
+                                           "--config.model.text_group=1",
                                            "--config.model.max_history_len=128"]),
-    "generator_bf16": ("generator_tiny.py", ["--config.compute_dtype=bfloat16"]),
-    "generator_remat": ("generator_tiny.py", ["--config.remat=true"]),
-    "generator_50m": ("generator_tiny.py", [
+    "generator_bf16": ("generator_tiny.py", [*TINY_TOKENS, "--config.compute_dtype=bfloat16"]),
+    "generator_remat": ("generator_tiny.py", [*TINY_TOKENS, "--config.remat=true"]),
+    "generator_50m": ("generator_tiny.py", [*TINY_TOKENS,
         "--config.batch_size=8", "--config.model.dim=512", "--config.model.num_heads=8",
         "--config.model.mlp_dim=1536", "--config.model.dec_layers=12",
     ]),
@@ -133,8 +137,12 @@ def measure(case: str, devices: int, mesh_kind: str, steps: int) -> dict:
                           batch_shardings(stage.example_batch, mesh))  # fmt: skip
     rng = np.random.default_rng(0)
     host = {k: _random_like(v, rng) for k, v in stage.example_batch.items()}
+    if jax.process_count() > 1:  # each process feeds its own rows of the global batch
+        share = config.batch_size // jax.process_count()
+        rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+        host = {k: v[rows] for k, v in host.items()}
+    state = create_sharded_state(stage.init_params, tx, mesh, rules, 0)  # enters the mesh
     with mesh_context(mesh, rules):
-        state = create_sharded_state(stage.init_params, tx, mesh, rules, 0)
         batch = to_global_batch(host, mesh)
         t0 = time.perf_counter()
         compiled = step.lower(state, batch).compile()
@@ -161,7 +169,10 @@ def measure(case: str, devices: int, mesh_kind: str, steps: int) -> dict:
         "memory_bytes_per_device": int(peak_memory),
         "collectives": collective_summary(compiled.as_text()), "machine": machine(),
     }  # fmt: skip
-    if (devices, mesh_kind) == (8, "data") and case in ("tokenizer", "generator"):
+    # Checkpoint costs in one process only: a multi-process save needs one shared
+    # directory, and the temporary one here is per process.
+    single = jax.process_count() == 1
+    if single and (devices, mesh_kind) == (8, "data") and case in ("tokenizer", "generator"):
         result.update(checkpoint_costs(holder["state"], config, step_s))
     return result
 

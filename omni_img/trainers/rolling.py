@@ -106,12 +106,15 @@ def rolling_stage_loss(params, batch, rng, *, cfg):
     return rolling_loss(params, inputs, rng, cfg)
 
 
-def train_step_parts(config, tokens_metadata: dict, generator_cfg, base_params=None) -> StageStep:
+def train_step_parts(
+    config, tokens_metadata: dict, generator_cfg, base_params=None, base_tokenizer=None
+) -> StageStep:
     """The rolling decoder's train step (initialiser, loss, batch shapes) from its config,
     the token space and the generator's config (for E's shape). `base_params`: the
-    tokenizer's params, copied into the conv base at initialisation."""
+    tokenizer's params, copied into the conv base at initialisation; `base_tokenizer`:
+    its spec, when there is no tokenizer workdir to read it from (benchmarks)."""
     length, width = generator_cfg.encoder_length, generator_cfg.dim
-    cfg = decoder_config(config, tokens_metadata, width)
+    cfg = decoder_config(config, tokens_metadata, width, base_tokenizer=base_tokenizer)
     b, h, w = config.batch_size, cfg.token_rows, cfg.token_cols
     example_batch = {
         "image": np.zeros((b, cfg.image_height, cfg.image_width, 3), np.uint8),
