@@ -38,6 +38,7 @@ COMMON_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "checkpoint.keep": int,
     "checkpoint.keep_every": int,
     "checkpoint.async_save": bool,
+    "checkpoint.replica_parallel": bool,
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "adam", "sgd")

@@ -23,6 +23,14 @@ from omni_img.errors import UserError
 from omni_img.training.state import TrainState
 
 
+def use_replica_parallel_saves(enabled: bool) -> None:
+    """Set how Orbax saves jax.Arrays (config.checkpoint.replica_parallel). Orbax keeps
+    its array handler in a process-wide registry, so this applies to every save of the
+    process; the checkpoint format is the same either way."""
+    handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=enabled)
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 class Checkpointer:
     """Owns the CheckpointManager of one workdir and decides when to save."""
 
@@ -31,6 +39,7 @@ class Checkpointer:
         self.every_steps = int(options.every_steps)
         self.every_seconds = float(options.every_minutes) * 60.0
         self._last_save_time = time.monotonic()
+        use_replica_parallel_saves(bool(options.get("replica_parallel", False)))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
