@@ -30,8 +30,9 @@ def _stage(name: str) -> ml_collections.ConfigDict:
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.dataset = "omni_shapes"  # built with its default config (64 px)
-    # On a CPU host: 8 XLA devices, data parallel over the cores (1.4x the tokenizer's
-    # step rate of one device on 2 cores); every stage's mesh takes them all.
+    # On a CPU host: 8 XLA devices, data parallel over the cores, so the job runs the
+    # sharded path of a multi-device host (on 2 cores about as fast as 1 device, see
+    # docs/training.md); every stage's mesh takes them all.
     config.cpu_devices = 8
     config.data_dir = ""  # empty: $TFDS_DATA_DIR or ~/tensorflow_datasets
 
