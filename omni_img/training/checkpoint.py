@@ -11,6 +11,7 @@ Resume order (see docs/training.md): the workdir's latest checkpoint, else
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import time
 
@@ -22,13 +23,25 @@ import orbax.checkpoint as ocp
 from omni_img.errors import UserError
 from omni_img.training.state import TrainState
 
+_replica_parallel: bool | None = None  # Orbax's default until set here
+
 
 def use_replica_parallel_saves(enabled: bool) -> None:
     """Set how Orbax saves jax.Arrays (config.checkpoint.replica_parallel). Orbax keeps
     its array handler in a process-wide registry, so this applies to every save of the
     process; the checkpoint format is the same either way."""
+    global _replica_parallel
+    if _replica_parallel == enabled:
+        return
     handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=enabled)
-    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Orbax warns that it overrides its own default
+    try:
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    finally:
+        absl_logger.setLevel(level)
+    _replica_parallel = enabled
 
 
 class Checkpointer:
