@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.data import reading
+from omni_img.errors import UserError
 from omni_img.evals.generation import judge_records
 from omni_img.evals.images import save_grid, to_uint8
 from omni_img.sampling import ar
@@ -77,7 +78,7 @@ def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[s
             image = np.asarray(record["source_image"], np.uint8)[None]
             source_tokens = np.asarray(encode(stages.tokenizer_params, image))[0]
             if source_tokens.shape != tuple(grid):
-                raise ValueError(
+                raise UserError(
                     f"the tokenizer turns this dataset's {image.shape[1]}x{image.shape[2]} "
                     f"images into a {source_tokens.shape} token grid, but the generator "
                     f"expects {tuple(grid)}: were they trained on the same image size?"
