@@ -21,31 +21,18 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import emit, run_child  # noqa: E402
+from benchmarks.common import emit, median_seconds, run_child  # noqa: E402
 
 SIZES = {
     "a": {"dim": 256, "layers": 4, "heads": 4, "vocab": 1024, "side": 8, "batch": 32},
     "b": {"dim": 512, "layers": 8, "heads": 8, "vocab": 4096, "side": 16, "batch": 8},
 }
 CFG_SCALE = 4.0
-
-
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def ours_sampling(size: str, batch: int, repeats: int) -> float:
@@ -74,7 +61,7 @@ def ours_sampling(size: str, batch: int, repeats: int) -> float:
     def sample():
         jax.block_until_ready(ar.sample(model, params, cond, jax.random.key(next(keys)), scfg))
 
-    return _median_time(sample, repeats) / batch
+    return median_seconds(sample, repeats) / batch
 
 
 def theirs(size: str, llamagen: str, train_steps: int, sample_repeats: int) -> dict:
@@ -105,7 +92,7 @@ def theirs(size: str, llamagen: str, train_steps: int, sample_repeats: int) -> d
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
-    step_s = _median_time(train_step, train_steps, warmup=2)
+    step_s = median_seconds(train_step, train_steps, warmup=2)
     model.eval()
     per_image = {}
     for batch in (1, 8):
@@ -115,7 +102,7 @@ def theirs(size: str, llamagen: str, train_steps: int, sample_repeats: int) -> d
             generate(model, cond, s["side"] ** 2, cfg_scale=CFG_SCALE, temperature=1.0, top_k=0,
                      top_p=1.0, sample_logits=True)  # fmt: skip
 
-        per_image[batch] = _median_time(sample, sample_repeats) / batch
+        per_image[batch] = median_seconds(sample, sample_repeats) / batch
     params = sum(p.numel() for p in model.parameters())
     return {"train_step_s": step_s, "sample_s_per_image": per_image, "params": params,
             "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
