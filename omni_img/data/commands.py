@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="build omni_shapes into ArrayRecord files")
     build.add_argument(
-        "--config", default=None, help="preset: 64px (default), 32px, 128px, 256px, tiny"
+        "--config", default=None, help="preset: 64px (default), 64px_200k, 32px, 128px, 256px, tiny"
     )
     build.add_argument("--resolution", type=int, default=None, help="custom: side in px (32-256)")
     build.add_argument("--train_examples", type=int, default=None, help="custom: train size")

@@ -68,6 +68,9 @@ class GeneratorConfig:
     # Tokens per side of one decoder position: 2 writes a 2×2 block of tokens a step
     # (a quarter of the steps); the encoder reads the source image's blocks likewise.
     group: int = 1
+    # How a block's G tokens are drawn: "independent" (one head per slot) or "sequential"
+    # (slot k conditioned on slots < k); see omni_img.models.ar_decoder.
+    block_head: str = "independent"
     text_group: int = 1  # prompt/history bytes one encoder position holds (side by side)
     num_classes: int = 0  # > 0: class-conditional (no encoder, no cross-attention)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16
@@ -171,7 +174,9 @@ def as_generator_config(model_cfg: Any) -> GeneratorConfig:
 
 class Generator(nn.Module):
     """Encoder + AR decoder. Methods for ``apply(..., method=...)``: ``__call__`` (training
-    logits), ``encode``, ``memory_kv``, ``step`` (one incremental decode call)."""
+    logits), ``encode``, ``memory_kv``, ``step`` (one incremental decode call: states),
+    ``features`` (the decoder's states without a cache), ``block_logits`` (states ->
+    logits)."""
 
     cfg: GeneratorConfig
 
@@ -195,6 +200,7 @@ class Generator(nn.Module):
             rope_theta=c.rope_theta,
             cross_attention=not c.class_conditional,
             start_tokens=c.num_classes + 1 if c.class_conditional else 1,
+            block_head=c.block_head,
             **kw,
         )
         if c.class_conditional:
@@ -233,7 +239,7 @@ class Generator(nn.Module):
         e_BxSxD, e_mask_BxS = self.encode(batch)
         target_BxPxG = to_groups(batch["target_tokens"], c.group)
         groups_in_BxPxG = shift_right(target_BxPxG, start_tokens(c, batch))
-        logits_BxPxGxV = self.decoder(groups_in_BxPxG, e_BxSxD, e_mask_BxS)
+        logits_BxPxGxV = self.decoder(groups_in_BxPxG, e_BxSxD, e_mask_BxS, target_BxPxG)
         logits_BxhxwxV = from_groups(logits_BxPxGxV, c.grid_h, c.grid_w, c.group)
         return logits_BxhxwxV.reshape(logits_BxhxwxV.shape[0], c.num_tokens, -1)
 
@@ -241,8 +247,17 @@ class Generator(nn.Module):
         return self.decoder.memory_kv(e_BxSxD)
 
     def step(self, groups_in_BxLxG, index, memory_kvs, e_mask_BxS, caches):
-        """See ``ARDecoder.step``: logits (B, L, G, V) at positions [index, index + L)."""
+        """See ``ARDecoder.step``: the decoder's states (B, L, D) at positions
+        [index, index + L), and the caches."""
         return self.decoder.step(groups_in_BxLxG, index, memory_kvs, e_mask_BxS, caches)
+
+    def features(self, groups_in_BxPxG, e_BxSxD, e_mask_BxS) -> jax.Array:
+        """See ``ARDecoder.features``: the decoder's states (B, P, D), no cache."""
+        return self.decoder.features(groups_in_BxPxG, e_BxSxD, e_mask_BxS)
+
+    def block_logits(self, h_BxLxD, block_BxLxG) -> jax.Array:
+        """See ``ARDecoder.block_logits``: (B, L, G, V) float32."""
+        return self.decoder.block_logits(h_BxLxD, block_BxLxG)
 
 
 def make_generator(model_cfg: Any) -> Generator:

@@ -93,12 +93,33 @@ def pick_tokens(logits_BxV: jax.Array, key: jax.Array, scfg: SamplingConfig) -> 
     return jax.random.categorical(key, filter_logits(logits_BxV, scfg)).astype(jnp.int32)
 
 
-def _choose(logits_CxGxV, rng, t, scfg):
-    """The G tokens of position t for each of the B prompts: (B, G) int32."""
-    guided_BxGxV = guide_logits(logits_CxGxV, scfg)
-    b, g, v = guided_BxGxV.shape
-    picked = pick_tokens(guided_BxGxV.reshape(b * g, v), jax.random.fold_in(rng, t), scfg)
-    return picked.reshape(b, g)
+def _choose(model: Generator, params, h_CxD, rng, t, scfg):
+    """The G tokens of position t for each of the B prompts: (B, G) int32, from the
+    decoder's states at t (conditional rows, then unconditional ones with CFG).
+
+    The independent head gives all G slots' logits in one call and they are drawn
+    together; the sequential head is called once a slot, each call seeing the slots
+    drawn before it (slot k's draw uses ``fold_in(key, k)``)."""
+    key = jax.random.fold_in(rng, t)
+    c, slots = h_CxD.shape[0], model.cfg.group**2
+
+    def logits(block_BxG):
+        block_Cx1xG = _double(block_BxG, scfg)[:, None]
+        out_Cx1xGxV = model.apply(
+            {"params": params}, h_CxD[:, None], block_Cx1xG, method=Generator.block_logits
+        )
+        return guide_logits(out_Cx1xGxV[:, 0], scfg)  # (B, G, V)
+
+    b = c // 2 if scfg.guided else c
+    block_BxG = jnp.zeros((b, slots), jnp.int32)
+    if model.cfg.block_head != "sequential" or slots == 1:
+        guided_BxGxV = logits(block_BxG)
+        v = guided_BxGxV.shape[-1]
+        return pick_tokens(guided_BxGxV.reshape(b * slots, v), key, scfg).reshape(b, slots)
+    for k in range(slots):
+        slot_BxV = logits(block_BxG)[:, k]
+        block_BxG = block_BxG.at[:, k].set(pick_tokens(slot_BxV, jax.random.fold_in(key, k), scfg))
+    return block_BxG
 
 
 def _double(x_B, scfg):
@@ -167,7 +188,7 @@ def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> D
 
     def body(i, s: DecodeState) -> DecodeState:
         t = start + i
-        logits_Cx1xGxV, caches = model.apply(
+        h_Cx1xD, caches = model.apply(
             {"params": params},
             s.prev_CxG[:, None],
             t,
@@ -176,7 +197,7 @@ def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> D
             s.caches,
             method=Generator.step,
         )
-        tok_BxG = _choose(logits_Cx1xGxV[:, 0], s.rng, t, scfg)
+        tok_BxG = _choose(model, params, h_Cx1xD[:, 0], s.rng, t, scfg)
         groups = jax.lax.dynamic_update_slice_in_dim(s.groups_BxPxG, tok_BxG[:, None], t, 1)
         return s._replace(caches=caches, groups_BxPxG=groups, prev_CxG=_double(tok_BxG, scfg))
 
@@ -200,15 +221,11 @@ def _sample_uncached(params, cond, rng, *, model: Generator, scfg: SamplingConfi
 
     def body(t, groups_BxPxG):
         inputs_CxPxG = shift_right(_double(groups_BxPxG, scfg), first_C)
-        logits_CxPxGxV = model.apply(
-            {"params": params},
-            inputs_CxPxG,
-            e_CxSxD,
-            e_mask_CxS,
-            method=lambda m, *args: m.decoder(*args),
+        h_CxPxD = model.apply(
+            {"params": params}, inputs_CxPxG, e_CxSxD, e_mask_CxS, method=Generator.features
         )
-        logits_CxGxV = jax.lax.dynamic_index_in_dim(logits_CxPxGxV, t, axis=1, keepdims=False)
-        tok_BxG = _choose(logits_CxGxV, rng, t, scfg)
+        h_CxD = jax.lax.dynamic_index_in_dim(h_CxPxD, t, axis=1, keepdims=False)
+        tok_BxG = _choose(model, params, h_CxD, rng, t, scfg)
         return jax.lax.dynamic_update_slice_in_dim(groups_BxPxG, tok_BxG[:, None], t, 1)
 
     empty = jnp.zeros((b, cfg.num_positions, slots), jnp.int32)

@@ -1,6 +1,11 @@
 """`omni-img tokenize`: write the token grids of a dataset split once, for the generator.
 
 omni-img tokenize --tokenizer runs/tokenizer_tiny --split train --out runs/tokens
+omni-img tokenize --tokenizer runs/tokenizer_tiny --dataset omni_shapes/64px_200k \
+    --out runs/tokens_200k
+
+The dataset is the tokenizer's own (its config's `data`) unless `--dataset` names another
+build of the same resolution.
 """
 
 from __future__ import annotations
@@ -14,18 +19,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", action="append", help="split(s) to tokenize (repeatable)")
     parser.add_argument("--out", required=True, help="directory for the tokenized splits")
     parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument(
+        "--dataset", default=None, help="NAME[/CONFIG] to read instead of the tokenizer's own"
+    )
+    parser.add_argument("--data_dir", default=None, help="with --dataset: where it is built")
 
 
 def main(args: argparse.Namespace) -> int:
     for split in args.split or ["train", "validation", "test"]:
-        metadata = tokenize_split(args.tokenizer, split, args.out, args.batch_size)
+        metadata = tokenize_split(
+            args.tokenizer, split, args.out, args.batch_size, args.dataset, args.data_dir
+        )
         print(f"tokenized {split}: {metadata['count']} records, grid {metadata['grid']}")
     return 0
 
 
-def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256) -> dict:
+def tokenize_split(
+    workdir: str,
+    split: str,
+    out_dir: str,
+    batch_size: int = 256,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+) -> dict:
     """Encode every image (and edit source) of `split` to token grids; write them to
-    `out_dir` (see omni_img.data.tokenized). Returns the split's metadata."""
+    `out_dir` (see omni_img.data.tokenized). Returns the split's metadata.
+
+    ``dataset`` (``name[/config]``, built in ``data_dir``) replaces the tokenizer's own
+    dataset; its images must have the resolution the tokenizer was trained on."""
     # Imported here, not at the top: `omni-img --help` imports this module.
     import jax
     import numpy as np
@@ -33,10 +54,18 @@ def tokenize_split(workdir: str, split: str, out_dir: str, batch_size: int = 256
 
     from omni_img.data import reading
     from omni_img.data.tokenized import TEXT_FIELDS, write_split
+    from omni_img.errors import UserError
     from omni_img.trainers.tokenizer import image_to_float, load_workdir
     from omni_img.training.sources import open_split
+
     config, model, params = load_workdir(workdir)
-    source = open_split(config.data, split)
+    source = reading.source(dataset, split, data_dir) if dataset else open_split(config.data, split)
+    resolution = model.spec.image_size
+    if len(source) and source[0]["image"].shape[:2] != (resolution, resolution):
+        raise UserError(
+            f"dataset {dataset or 'of the tokenizer'} has {source[0]['image'].shape[0]} px "
+            f"images; tokenizer {workdir} encodes {resolution} px"
+        )
     encode = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))
     grid = (model.spec.grid_size, model.spec.grid_size)
 

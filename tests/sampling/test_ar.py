@@ -90,12 +90,13 @@ def test_top_k_and_top_p_filters():
     assert greedy.tolist() == [0]
 
 
-@pytest.fixture(scope="module")
-def grouped():
-    """2x2 blocks of tokens a position: a 4x4 grid in 4 decoder steps."""
+@pytest.fixture(scope="module", params=["independent", "sequential"])
+def grouped(request):
+    """2x2 blocks of tokens a position: a 4x4 grid in 4 decoder steps, with either head."""
     cfg = g.tiny_config(
         image_vocab_size=64, grid_h=4, grid_w=4, max_text_len=16, max_history_len=0,
         dim=32, num_heads=2, enc_layers=1, dec_layers=2, mlp_dim=64, group=2,
+        block_head=request.param,
     )  # fmt: skip
     model = g.make_generator(cfg)
     rng = np.random.default_rng(1)
@@ -125,7 +126,8 @@ def test_grouped_positions_cached_equals_uncached_and_streams_rows(grouped):
 
 
 def test_grouped_training_logits_follow_the_token_grid(grouped):
-    """Logits come back in raster order: position p's slot k predicts token k of block p."""
+    """Logits come back in raster order: position p's slot k predicts token k of block p;
+    a slot sees the slots before it in its own block only with the sequential head."""
     model, params, cond = grouped
     target = np.arange(16, dtype=np.int32).reshape(1, 4, 4).repeat(B, 0)
     batch = dict(cond, target_tokens=target)
@@ -136,8 +138,12 @@ def test_grouped_training_logits_follow_the_token_grid(grouped):
     changed = dict(batch, target_tokens=target.copy())
     changed["target_tokens"][:, 0, 1] = 63
     moved = np.abs(np.asarray(model.apply({"params": params}, changed) - logits)).max(-1)
-    block0 = [0, 1, 4, 5]  # raster indices of block 0's tokens
-    assert moved[:, block0].max() == 0.0
+    # Raster indices of block 0's slots 0-1 (its top row) and 2-3 (its bottom row).
+    assert moved[:, [0, 1]].max() == 0.0  # slot 1's own logits and those before it
+    if model.cfg.block_head == "sequential":
+        assert moved[:, [4, 5]].min() > 0.0  # slots 2 and 3 condition on slot 1
+    else:
+        assert moved[:, [4, 5]].max() == 0.0
     assert moved[:, [2, 3, 6, 7]].max() > 0.0  # block 1 sees block 0 as its input
 
 
