@@ -32,6 +32,7 @@ def get_config(arg=None):
     config.optim.weight_decay = 0.01
     config.checkpoint.every_steps = 500
     config.caption_dropout = 0.1
+    config.input_masking = 0.0  # share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"
 
     config.data.tokenized_dir = "runs/tokens"
@@ -44,6 +45,7 @@ def get_config(arg=None):
             "grid_w": 0,
             "image_vocab_size": 0,
             "group": 2,
+            "block_head": "independent",  # or "sequential": a block's slots one by one
             "text_group": 4,
             "text_vocab_size": 264,
             "max_text_len": 224,  # the longest omni_shapes caption is 210 bytes (+ BOS, EOS)

@@ -35,6 +35,7 @@ def get_config(arg=None):
     config.checkpoint.every_minutes = 30.0
     config.checkpoint.keep_every = 50_000
     config.caption_dropout = 0.1
+    config.input_masking = 0.0  # share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"
     config.data.tokenized_dir = ""
     config.data.task_weights = ml_collections.ConfigDict({"compose": 1.0})

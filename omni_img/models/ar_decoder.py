@@ -17,11 +17,13 @@ g = 1 is the plain one-token-per-position decoder (both heads are then the same 
 
 Input at position i is the token at i-1 (a BOS id at i = 0) plus the learned 2-D
 position of cell i -- the cell being predicted -- so the model always knows which row
-and column it writes. Self-attention is causal with 1-D RoPE over the raster index
-(optional); every block cross-attends to E with E's padding mask. Ids past the image
-vocabulary are start tokens: ``image_vocab_size`` is the BOS of a text-conditioned
-model; a class-conditional one (``cross_attention=False``) starts each sequence with
-its class's own id instead, as LlamaGen does, and has no cross-attention at all.
+and column it writes. Training may hide some inputs behind ``mask_id`` (see
+``generator_loss``'s ``input_masking``), an id of its own past the start tokens.
+Self-attention is causal with 1-D RoPE over the raster index (optional); every block
+cross-attends to E with E's padding mask. Ids past the image vocabulary are start
+tokens: ``image_vocab_size`` is the BOS of a text-conditioned model; a
+class-conditional one (``cross_attention=False``) starts each sequence with its
+class's own id instead, as LlamaGen does, and has no cross-attention at all.
 
 Entry points (``nn.Module`` methods, call with ``model.apply(..., method=...)``):
 - ``__call__(groups_in_BxPxG, e_BxSxD, e_mask_BxS, targets_BxPxG) -> logits_BxPxGxV``
@@ -193,6 +195,11 @@ class ARDecoder(nn.Module):
         return self.image_vocab_size
 
     @property
+    def mask_id(self) -> int:
+        """The input id of a position whose tokens training hides (after the start ids)."""
+        return self.image_vocab_size + self.start_tokens
+
+    @property
     def position_grid(self) -> tuple[int, int]:
         return (self.grid[0] // self.group, self.grid[1] // self.group)
 
@@ -212,8 +219,9 @@ class ARDecoder(nn.Module):
         if self.block_head not in BLOCK_HEADS:
             raise ValueError(f"block_head {self.block_head!r} is not one of {BLOCK_HEADS}")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        # + start tokens, rounded up so the vocab axis divides over a tensor mesh axis
-        embed_rows = -(-(self.image_vocab_size + self.start_tokens) // 64) * 64
+        # + start tokens + the mask id, rounded up so the vocab axis divides over a tensor
+        # mesh axis
+        embed_rows = -(-(self.mask_id + 1) // 64) * 64
         self.token_embed = GroupEmbed(embed_rows, self.dim, self.slots, self.param_dtype)
         self.positions = Positions2D(*self.position_grid, self.dim, self.param_dtype)
         block_cls = nn.remat(Block) if self.remat else Block

@@ -232,13 +232,17 @@ class Generator(nn.Module):
             optional["history_mask_BxLh"] = cond["history_mask"]
         return self.encoder(cond["text_ids"], cond["text_mask"], **optional)
 
-    def __call__(self, batch: Mapping[str, jax.Array]) -> jax.Array:
+    def __call__(self, batch: Mapping[str, jax.Array], hidden_BxP=None) -> jax.Array:
         """Teacher-forced logits_BxNxV (float32) for ``batch['target_tokens']``, in the
-        token grid's raster order whatever the grouping."""
+        token grid's raster order whatever the grouping. ``hidden_BxP`` (bool, optional):
+        decoder positions whose input block is replaced by the mask id."""
         c = self.cfg
         e_BxSxD, e_mask_BxS = self.encode(batch)
         target_BxPxG = to_groups(batch["target_tokens"], c.group)
         groups_in_BxPxG = shift_right(target_BxPxG, start_tokens(c, batch))
+        if hidden_BxP is not None:
+            mask_id = self.decoder.mask_id
+            groups_in_BxPxG = jnp.where(hidden_BxP[..., None], mask_id, groups_in_BxPxG)
         logits_BxPxGxV = self.decoder(groups_in_BxPxG, e_BxSxD, e_mask_BxS, target_BxPxG)
         logits_BxhxwxV = from_groups(logits_BxPxGxV, c.grid_h, c.grid_w, c.group)
         return logits_BxhxwxV.reshape(logits_BxhxwxV.shape[0], c.num_tokens, -1)
@@ -315,22 +319,36 @@ def generator_loss(
     *,
     model: Generator,
     caption_dropout: float = 0.0,
+    input_masking: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean token cross-entropy over the target grid, and metrics.
 
     ``params``: the model's ``params`` collection (boxed or unboxed). ``rng`` drives
-    caption dropout (required when ``caption_dropout > 0``). Metrics: ``loss`` (= nll),
-    ``token_accuracy`` (argmax == target), ``caption_dropped`` (fraction dropped).
+    caption dropout and input masking (required when either is > 0).
+
+    ``input_masking``: the fraction of decoder positions (after the first) whose input
+    block -- the previous block of the target -- is hidden behind the mask id. Teacher
+    forcing lets a decoder read most of an object off the blocks already written (its
+    shape from its top edge, say) and never learn it from the prompt; hidden inputs make
+    the prompt the only source for those positions. Sampling never hides anything.
+
+    Metrics: ``loss`` (= nll), ``token_accuracy`` (argmax == target), ``caption_dropped``
+    (fraction dropped).
     """
     batch = dict(batch)
     b = batch["target_tokens"].shape[0]
+    if (caption_dropout > 0.0 or input_masking > 0.0) and rng is None:
+        raise ValueError("caption_dropout or input_masking > 0 needs an rng")
     dropped = jnp.zeros((b,), bool)
     if caption_dropout > 0.0:
-        if rng is None:
-            raise ValueError("caption_dropout > 0 needs an rng")
-        dropped = jax.random.bernoulli(rng, caption_dropout, (b,))
+        dropped = jax.random.bernoulli(jax.random.fold_in(rng, 0), caption_dropout, (b,))
         batch = drop_condition(batch, dropped, model.cfg.null_class)
-    logits_BxNxV = model.apply({"params": params}, batch)
+    hidden_BxP = None
+    if input_masking > 0.0:
+        p = model.cfg.num_positions
+        hidden_BxP = jax.random.bernoulli(jax.random.fold_in(rng, 1), input_masking, (b, p))
+        hidden_BxP = hidden_BxP & (jnp.arange(p) > 0)  # the start token stays
+    logits_BxNxV = model.apply({"params": params}, batch, hidden_BxP)
     target_BxN = batch["target_tokens"].reshape(b, -1)
     logp = jax.nn.log_softmax(logits_BxNxV, axis=-1)
     nll = -jnp.mean(jnp.take_along_axis(logp, target_BxN[..., None], axis=-1))

@@ -154,7 +154,10 @@ def train_step_parts(config: ml_collections.ConfigDict, metadata=None) -> StageS
     return StageStep(
         init_params=_init_fn(model, example_batch),
         loss_fn=functools.partial(
-            generator_loss, model=model, caption_dropout=config.caption_dropout
+            generator_loss,
+            model=model,
+            caption_dropout=config.caption_dropout,
+            input_masking=config.input_masking,
         ),
         example_batch=example_batch,
     )

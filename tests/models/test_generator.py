@@ -113,6 +113,29 @@ def test_loss_metrics_and_caption_dropout(small):
     assert float(optax_global_norm(grads)) > 0
 
 
+def test_input_masking_hides_the_inputs_it_draws(small):
+    """Hidden positions read the mask id instead of the previous token; with every input
+    but the start hidden, nothing the decoder reads depends on the target any more."""
+    _, model, batch, params = small
+    changed = dict(batch, target_tokens=(batch["target_tokens"] + 1) % 64)
+    b, p = batch["target_tokens"].shape[0], model.cfg.num_positions
+    all_hidden = np.broadcast_to(np.arange(p) > 0, (b, p))
+    hidden = jax.jit(lambda params, batch, h: model.apply({"params": params}, batch, h))
+    np.testing.assert_array_equal(
+        hidden(params, batch, all_hidden), hidden(params, changed, all_hidden)
+    )
+    assert not np.allclose(apply_fn(model, params, batch), apply_fn(model, params, changed))
+    # In the loss: a rate of 0 is the plain loss, and masking needs an rng like dropout.
+    masked = jax.jit(g.generator_loss, static_argnames=("model", "input_masking"))
+    plain, _ = loss_fn(params, batch, model=model)
+    some, _ = masked(params, batch, jax.random.key(2), model=model, input_masking=0.5)
+    none, _ = masked(params, batch, jax.random.key(2), model=model, input_masking=0.0)
+    np.testing.assert_allclose(none, plain, rtol=1e-6)
+    assert abs(float(some) - float(plain)) > 1e-4
+    with pytest.raises(ValueError, match="needs an rng"):
+        g.generator_loss(params, batch, model=model, input_masking=0.1)
+
+
 def test_loss_is_causal(small):
     """Changing target token j changes no logit at positions <= j."""
     _, model, batch, params = small
