@@ -32,7 +32,7 @@ def get_config(arg=None):
     config.optim.weight_decay = 0.01
     config.checkpoint.every_steps = 500
     config.caption_dropout = 0.1
-    config.input_masking = 0.0  # share of decoder inputs hidden in training
+    config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"
 
     config.data.tokenized_dir = "runs/tokens"

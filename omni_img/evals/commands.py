@@ -5,6 +5,7 @@
     omni-img eval fid --images DIR --ref STATS.npz          (or --ref DIR of images)
     omni-img eval images --images DIR [--ref STATS.npz] [--clip-weights HF_DIR] --out DIR
     omni-img eval bundle --bundle B --out DIR [--per_task N] [--decoder conv rolling] [--no_fid]
+    omni-img eval prompt-use --generator DIR [--split validation] [--records 600]
 
 `evaluate_images` is the library entry point behind `eval images`: it takes images (and
 optionally their prompts, specs and tasks) from anywhere — a folder, or a bundle's
@@ -92,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bundle.add_argument("--top_k", type=int, default=0, help="0 = off")
     bundle.add_argument("--top_p", type=float, default=1.0, help="1 = off")
 
+    use = sub.add_parser(
+        "prompt-use",
+        help="word-swap test: how much a generator's NLL depends on the shape/colour word",
+    )
+    use.add_argument("--generator", required=True, help="workdir of a trained generator")
+    use.add_argument("--split", default="validation", help="tokenized split to read")
+    use.add_argument("--records", type=int, default=600, help="first N records of the split")
+
 
 def main(args: argparse.Namespace) -> int:
     if args.eval_command == "fetch-weights":
@@ -100,6 +109,8 @@ def main(args: argparse.Namespace) -> int:
         for item in (weights.FID_TORCHSCRIPT, weights.CLIP_BPE_VOCAB):
             print(weights.fetch(item, args.cache))
         return 0
+    if args.eval_command == "prompt-use":
+        return _prompt_use_main(args)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.eval_command == "bundle":
@@ -138,6 +149,24 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/report.json, report.md, samples.png")
         return 0
     raise UserError(f"unknown eval command {args.eval_command}")
+
+
+def _prompt_use_main(args: argparse.Namespace) -> int:
+    if args.records < 1:
+        raise UserError(f"--records must be at least 1, got {args.records}")
+    from omni_img.data.tokenized import TokenizedSource
+    from omni_img.evals import prompt_use
+    from omni_img.trainers import generator
+
+    config, model, params, text_tokenizer = generator.load_workdir(args.generator)
+    source = TokenizedSource(config.data.tokenized_dir, args.split)
+    records = [source[i] for i in range(min(args.records, len(source)))]
+    try:
+        report = prompt_use.word_reliance(model, params, text_tokenizer, records)
+    except ValueError as error:
+        raise UserError(f"{args.generator} ({args.split}): {error}") from None
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 def _bundle_main(args: argparse.Namespace) -> int:

@@ -326,11 +326,13 @@ def generator_loss(
     ``params``: the model's ``params`` collection (boxed or unboxed). ``rng`` drives
     caption dropout and input masking (required when either is > 0).
 
-    ``input_masking``: the fraction of decoder positions (after the first) whose input
-    block -- the previous block of the target -- is hidden behind the mask id. Teacher
-    forcing lets a decoder read most of an object off the blocks already written (its
-    shape from its top edge, say) and never learn it from the prompt; hidden inputs make
-    the prompt the only source for those positions. Sampling never hides anything.
+    ``input_masking``: the largest share of decoder positions (after the first) whose
+    input block -- the previous block of the target -- is hidden behind the mask id; each
+    example draws its share uniformly from [0, input_masking]. Teacher forcing lets a
+    decoder read most of an object off the blocks already written (its shape from its
+    upper rows) and never learn it from the prompt; an example with most of its inputs
+    hidden can only be predicted from the prompt, one with few still trains plain
+    continuation. Sampling never hides anything.
 
     Metrics: ``loss`` (= nll), ``token_accuracy`` (argmax == target), ``caption_dropped``
     (fraction dropped).
@@ -346,7 +348,8 @@ def generator_loss(
     hidden_BxP = None
     if input_masking > 0.0:
         p = model.cfg.num_positions
-        hidden_BxP = jax.random.bernoulli(jax.random.fold_in(rng, 1), input_masking, (b, p))
+        share_Bx1 = input_masking * jax.random.uniform(jax.random.fold_in(rng, 1), (b, 1))
+        hidden_BxP = jax.random.bernoulli(jax.random.fold_in(rng, 2), share_Bx1, (b, p))
         hidden_BxP = hidden_BxP & (jnp.arange(p) > 0)  # the start token stays
     logits_BxNxV = model.apply({"params": params}, batch, hidden_BxP)
     target_BxN = batch["target_tokens"].reshape(b, -1)

@@ -157,7 +157,8 @@ def train_step_parts(config: ml_collections.ConfigDict, metadata=None) -> StageS
             generator_loss,
             model=model,
             caption_dropout=config.caption_dropout,
-            input_masking=config.input_masking,
+            # Runs saved before input masking existed have no key: they trained without.
+            input_masking=config.get("input_masking", 0.0),
         ),
         example_batch=example_batch,
     )
