@@ -22,6 +22,9 @@ def test_swapped_caption_keeps_plurals_and_articles():
     assert swap("a redder circle", "colour", "red") is None  # whole words only
 
 
+BLUE_CIRCLE_RIGHT = Shape("circle", "blue", position="right")
+
+
 def _record(caption, objects, task="compose", background=0, object_token=5):
     target = np.full((4, 4), background, np.int16)
     target[1:3, 1:3] = object_token
@@ -37,10 +40,10 @@ def _record(caption, objects, task="compose", background=0, object_token=5):
 
 
 def test_only_single_object_compose_records_with_plain_words_are_used():
-    red_star = Shape("star", "red")
+    red_star = Shape("star", "red", position="left")
     records = [
         _record("a red star", [red_star]),
-        _record("a red star and a blue circle", [red_star, Shape("circle", "blue")]),
+        _record("a red star and a blue circle", [red_star, BLUE_CIRCLE_RIGHT]),
         _record("a crimson star", [red_star]),  # colour synonym
         _record("a red star", [red_star], task="edit"),
     ]
@@ -83,7 +86,10 @@ def test_word_reliance_reports_the_difference_of_the_two_nlls(tiny_generator):
     records = [
         _record("a green square", [Shape("square", "green")], object_token=7),
         _record("a blue star", [Shape("star", "blue")], object_token=9),
-        _record("a red star and a blue circle", [Shape("star", "red"), Shape("circle", "blue")]),
+        _record(
+            "a red star and a blue circle",
+            [Shape("star", "red", position="left"), BLUE_CIRCLE_RIGHT],
+        ),
     ]
     report = prompt_use.word_reliance(model, params, text, records)
     for attribute in ("shape", "colour"):
