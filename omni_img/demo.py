@@ -50,9 +50,17 @@ def main(args: argparse.Namespace) -> int:
 
     config = load_config(find_config(args.config), args.overrides)
     split_cpu(config.get("cpu_devices", 0))  # before anything starts JAX
-    report = run(config, pathlib.Path(args.workdir))
+    try:
+        report = run(config, pathlib.Path(args.workdir))
+    except StageStopped as stopped:
+        print(f"{stopped}: the next stages did not start; rerun the same command to resume")
+        return 0  # like `omni-img train` after SIGTERM: the checkpoint is the result
     print(f"report: {report['report_md']}")
     return 0
+
+
+class StageStopped(Exception):
+    """A stage's training was stopped by SIGTERM (it saved a checkpoint first)."""
 
 
 def _stage_done(workdir: pathlib.Path, eval_file: str) -> bool:
@@ -74,6 +82,8 @@ def run(config, workdir: pathlib.Path) -> dict:
         print(f"== {name}", flush=True)
         result = fn(*fn_args)
         timings[name] = round(time.perf_counter() - t0, 1)
+        if isinstance(result, dict) and result.get("stopped_by_signal"):
+            raise StageStopped(f"{name} stopped by SIGTERM at step {result['steps']}")
         return result
 
     data_dir = config.data_dir or None

@@ -33,7 +33,7 @@ from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
 from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import StageStep, finish_report, fit, restore_latest
+from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
 from omni_img.training.state import to_host
@@ -209,6 +209,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---------------------------------------------------------------- Eval
+    if (stopped := stopped_report(result, writer)) is not None:
+        return stopped
     report = evaluate_now(result.state, final=True)
     return finish_report(report, result, writer, workdir_path / "generator_eval.json")
 

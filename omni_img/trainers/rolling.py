@@ -38,7 +38,7 @@ from omni_img.sharding import make_mesh, mesh_context, replicated
 from omni_img.trainers import generator as generator_stage
 from omni_img.trainers import tokenizer as tokenizer_stage
 from omni_img.training.data import batch_shardings, make_train_iterator
-from omni_img.training.fit import StageStep, finish_report, fit, restore_latest
+from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
 from omni_img.training.state import to_host
@@ -191,6 +191,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # ---------------------------------------------------------------- Eval
+    if (stopped := stopped_report(result, writer)) is not None:
+        return stopped
     eval_tokens = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
     eval_source = ImagesWithTokens(open_split(config.data, config.data.eval_split), eval_tokens)
     report = evaluate(

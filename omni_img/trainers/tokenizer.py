@@ -26,7 +26,7 @@ from omni_img.models.quantizers import code_statistics
 from omni_img.models.tokenizer import PatchDiscriminator, Tokenizer, tokenizer_spec_from_config
 from omni_img.sharding import make_mesh
 from omni_img.training.data import make_train_iterator
-from omni_img.training.fit import StageStep, finish_report, fit, restore_latest
+from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.sources import open_split
 from omni_img.training.state import to_host
@@ -197,6 +197,8 @@ def train(
     )
 
     # ---------------------------------------------------------------- Eval
+    if (stopped := stopped_report(result, writer)) is not None:
+        return stopped
     if eval_source is None:
         eval_source = open_split(config.data, config.data.eval_split)
     params = tokenizer_params_of(config, result.state.ema_params)

@@ -149,6 +149,19 @@ def restore_latest(config, workdir, init_params, mesh: Mesh, rules):
         checkpointer.close()
 
 
+def stopped_report(result: LoopResult, writer: MetricsWriter) -> dict | None:
+    """For a run stopped by SIGTERM: close the writer and return a report that says so;
+    None for a run that ended normally. A preempted job has seconds, not the minutes a
+    final evaluation takes: its checkpoint is written, and the evaluation is left to the
+    resumed run (no evaluation file is written, so nothing reads the run as finished)."""
+    if not result.stopped_by_signal:
+        return None
+    writer.close()
+    step = int(jax.device_get(result.state.step))
+    print(f"stopped by SIGTERM at step {step}; checkpoint saved, rerun the command to resume")
+    return {"stopped_by_signal": True, "steps": step}
+
+
 def finish_report(report: dict, result: LoopResult, writer: MetricsWriter, path: pathlib.Path):
     """Add the run's step count and timings to an evaluation report, log its scalars,
     close the writer and (process 0) write the report as JSON to `path`."""

@@ -165,6 +165,9 @@ def test_sigterm_writes_a_final_checkpoint_at_the_step_it_stopped(tmp_path):
     logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"loss"' in x]
     # No step-based save was due: the one checkpoint is the stop's, at the last step run.
     assert saved == [max(logged)] and 0 < saved[0] < 1000
+    # A preempted run exits without its final evaluation (the resumed run does it), and
+    # leaves no evaluation file that would mark the stage finished.
+    assert not (workdir / "tokenizer_eval.json").exists()
 
 
 @pytest.mark.parametrize("steps", ["1,2", "2,50"])  # the second ends inside the range
