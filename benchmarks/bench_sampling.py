@@ -9,7 +9,9 @@ depend on training. Grids of 64 (8x8) and 256 (16x16) tokens, batch 1 and 8, CFG
 warm-up (compile) call. "Per-token cost" is the time of a whole sample over its tokens;
 a step writes one position (4 tokens). Targets: the cached per-token cost at 256 tokens
 within 1.2x of that at 64; cached >= 10x faster than recomputing the prefix at 256
-tokens (batch 1). A one-token-a-position decoder (group 1) is measured too, at batch 1.
+tokens (batch 1). A one-token-a-position decoder (group 1) is measured too, at batch 1,
+and the sequential block head (a block's 4 tokens drawn one after another: 4 head calls
+a step instead of 1) at 256 tokens, batch 1, cached.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import emit  # noqa: E402
 
 
-def model_for(side: int, group: int):
+def model_for(side: int, group: int, head: str = "independent"):
     import jax
     import numpy as np
 
@@ -35,6 +37,7 @@ def model_for(side: int, group: int):
 
     config = load_config(str(ROOT / "experiments/generator_tiny.py"))
     config.model.group = group
+    config.model.block_head = head
     model, transform = generator.model_and_transform(
         config, {"grid": [side, side], "num_codes": 1000}
     )
@@ -78,13 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     repeats, uncached_repeats = (3, 1) if args.quick else (7, 3)
     scfg = ar.SamplingConfig(temperature=1.0, top_k=100, cfg_scale=3.0)
-    cases = [(side, group, batch) for side in (8, 16) for group in (2,) for batch in (1, 8)]
-    cases += [(side, 1, 1) for side in (8, 16)]
+    independent = "independent"
+    cases = [(side, 2, batch, independent) for side in (8, 16) for batch in (1, 8)]
+    cases += [(side, 1, 1, independent) for side in (8, 16)]
+    cases += [(16, 2, 1, "sequential")]
     results = []
-    for side, group, batch in cases:
-        model, params, transform = model_for(side, group)
+    for side, group, batch, head in cases:
+        model, params, transform = model_for(side, group, head)
         cond = conditioning(transform, model, batch)
-        for cached in (True, False):
+        for cached in (True, False) if head == independent else (True,):
 
             def sample(model=model, params=params, cond=cond, cached=cached):
                 return ar.sample(model, params, cond, jax.random.key(1), scfg, cached=cached)
@@ -94,16 +99,19 @@ def main() -> None:
             tokens = side * side
             results.append({
                 "tokens": tokens, "group": group, "positions": model.cfg.num_positions,
-                "batch": batch, "kv_cache": cached, "cfg_scale": scfg.cfg_scale,
+                "batch": batch, "kv_cache": cached, "cfg_scale": scfg.cfg_scale, "block_head": head,
                 "seconds": t, "all_seconds": times, "tokens_per_s": batch * tokens / t,
                 "ms_per_token": 1e3 * t / tokens,
             })  # fmt: skip
-            print(f"  {tokens} tokens, group {group}, batch {batch}, cached={cached}: {t:.3f} s",
-                  flush=True)  # fmt: skip
+            print(f"  {tokens} tokens, group {group} ({head}), batch {batch}, cached={cached}: "
+                  f"{t:.3f} s", flush=True)  # fmt: skip
 
-    def get(*key):  # (tokens, group, batch, kv_cache)
+    def get(*key, head=independent):  # (tokens, group, batch, kv_cache)
         return next(
-            r for r in results if (r["tokens"], r["group"], r["batch"], r["kv_cache"]) == key
+            r
+            for r in results
+            if (r["tokens"], r["group"], r["batch"], r["kv_cache"]) == key
+            and r["block_head"] == head
         )
 
     rows = []
@@ -111,6 +119,8 @@ def main() -> None:
         name = f"sampling {r['tokens']} tok, g{r['group']}, b{r['batch']}, " + (
             "cached" if r["kv_cache"] else "recompute"
         )
+        if r["block_head"] != independent:
+            name += f", {r['block_head']} head"
         rows.append({"row": name, "metric": "tokens/s", "value": r["tokens_per_s"],
                      "note": f"{r['seconds'] * 1e3:.0f} ms a sample, CFG 3"})  # fmt: skip
     for group, batches in ((2, (1, 8)), (1, (1,))):
@@ -127,6 +137,10 @@ def main() -> None:
                          "note": "target <= 1.2"})  # fmt: skip
             rows.append({"row": name, "metric": "cached speedup at 256", "value": speedup,
                          "note": "target >= 10"})  # fmt: skip
+    sequential = get(256, 2, 1, True, head="sequential")["seconds"]
+    rows.append({"row": "sampling g2 b1", "metric": "sequential / independent head at 256",
+                 "value": sequential / get(256, 2, 1, True)["seconds"],
+                 "note": "4 head calls a step instead of 1"})  # fmt: skip
     emit("sampling", results, rows, args.json)
 
 

@@ -43,18 +43,31 @@ def losses(workdir):
     return [json.loads(x)["loss"] for x in lines if '"loss"' in x]
 
 
+def masked_sequential(config):
+    """The non-default training options: hidden decoder inputs, the sequential head."""
+    config.input_masking = 0.5
+    config.model.block_head = "sequential"
+    return config
+
+
 def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
+    """Also with input masking and the sequential block head: the hidden positions are
+    drawn from the step's rng, so every mesh and a resumed run hide the same ones."""
     tokens = write_tokenized(tmp_path / "tokens")
     whole, split = tmp_path / "whole", tmp_path / "split"
-    generator.train(tiny_config(tokens, 4, data=8, fsdp=1, tensor=1), str(whole))
-    generator.train(tiny_config(tokens, 4, data=2, fsdp=2, tensor=2), str(tmp_path / "d2f2t2"))
+
+    def config(steps, **mesh):
+        return masked_sequential(tiny_config(tokens, steps, **mesh))
+
+    generator.train(config(4, data=8, fsdp=1, tensor=1), str(whole))
+    generator.train(config(4, data=2, fsdp=2, tensor=2), str(tmp_path / "d2f2t2"))
     reference = losses(whole)
     assert len(reference) == 4 and reference[0] != reference[-1]
     np.testing.assert_allclose(losses(tmp_path / "d2f2t2"), reference, rtol=2e-5)
 
     # 2 steps, then a second run that resumes from the checkpoint to 4: bitwise the same.
-    generator.train(tiny_config(tokens, 2, data=8, fsdp=1, tensor=1), str(split))
-    generator.train(tiny_config(tokens, 4, data=8, fsdp=1, tensor=1), str(split))
+    generator.train(config(2, data=8, fsdp=1, tensor=1), str(split))
+    generator.train(config(4, data=8, fsdp=1, tensor=1), str(split))
     assert losses(split) == reference
     _, _, whole_params, _ = generator.load_workdir(str(whole))
     _, _, split_params, _ = generator.load_workdir(str(split))
