@@ -163,6 +163,9 @@ def _prompt_use_main(args: argparse.Namespace) -> int:
     records = [source[i] for i in range(min(args.records, len(source)))]
     try:
         report = prompt_use.word_reliance(model, params, text_tokenizer, records)
+        report["encoder_probe_accuracy"] = prompt_use.encoder_probe(
+            model, params, text_tokenizer, records
+        )
     except ValueError as error:
         raise UserError(f"{args.generator} ({args.split}): {error}") from None
     print(json.dumps(report, indent=2))

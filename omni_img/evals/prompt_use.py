@@ -13,6 +13,11 @@ the image's most frequent token (its background).
     report["shape"] -> {"n", "nll_true", "nll_swapped", "increase", "share_increased"}
 
 The NLLs are sums over an image's object tokens, in nats, averaged over the records.
+
+``encoder_probe`` asks the same question of the encoder alone: a ridge-regression probe
+from the mean of its output over the prompt's positions to the object's shape and
+colour, fitted on the first 3/4 of the records and scored on the rest (accuracy; chance
+is one over the number of values).
 """
 
 from __future__ import annotations
@@ -116,4 +121,38 @@ def word_reliance(
             "increase": float((swapped_nll - true_nll).mean()),
             "share_increased": float((swapped_nll > true_nll).mean()),
         }
+    return report
+
+
+def encoder_probe(
+    model, params, text_tokenizer, records: Sequence[dict], ridge: float = 1e-2
+) -> dict[str, float]:
+    """{attribute: held-out accuracy of a linear probe on the mean-pooled encoder output}
+    for single-object compose records (see the module docstring)."""
+    from omni_img.trainers.generator import conditioning_example
+
+    chosen = eligible_records(records, ())
+    if len(chosen) < 8:
+        raise ValueError(f"the probe needs at least 8 single-object records, got {len(chosen)}")
+    encode = jax.jit(lambda p, b: model.apply({"params": p}, b, method="encode"))
+    pooled = []
+    for start in range(0, len(chosen), 64):
+        examples = [
+            conditioning_example(r, tokenizer=text_tokenizer, model_cfg=model.cfg)
+            for r in chosen[start : start + 64]
+        ]
+        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "target_tokens"}
+        e_BxSxD, mask_BxS = (np.asarray(x) for x in encode(params, batch))
+        weights_BxS = mask_BxS / mask_BxS.sum(1, keepdims=True)
+        pooled.append(np.einsum("bs,bsd->bd", weights_BxS, e_BxSxD))
+    x = np.concatenate(pooled)
+    x = np.hstack([x, np.ones((len(x), 1))])  # a bias column
+    fit = len(x) * 3 // 4
+    report = {}
+    for attribute, values in VALUES.items():
+        labels = np.array([values.index(r["_values"][attribute]) for r in chosen])
+        one_hot = np.eye(len(values))[labels]
+        gram = x[:fit].T @ x[:fit] + ridge * np.eye(x.shape[1])
+        weights = np.linalg.solve(gram, x[:fit].T @ one_hot[:fit])
+        report[attribute] = float(np.mean((x[fit:] @ weights).argmax(1) == labels[fit:]))
     return report

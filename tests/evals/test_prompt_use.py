@@ -102,3 +102,18 @@ def test_word_reliance_reports_the_difference_of_the_two_nlls(tiny_generator):
         prompt_use.word_reliance(model, params, text, records, attributes=("size",))
     with pytest.raises(ValueError, match="no single-object compose record"):
         prompt_use.word_reliance(model, params, text, records[2:])
+
+
+def test_encoder_probe_scores_held_out_records(tiny_generator):
+    model, params, text = tiny_generator
+    shapes, colours = ("square", "star", "circle", "cross"), ("green", "blue", "red", "pink")
+    records = [
+        _record(f"a {colour} {shape}", [Shape(shape, colour)])
+        for shape in shapes
+        for colour in colours
+    ]
+    accuracy = prompt_use.encoder_probe(model, params, text, records)
+    assert set(accuracy) == {"shape", "colour"}
+    assert all(0.0 <= a <= 1.0 for a in accuracy.values())
+    with pytest.raises(ValueError, match="at least 8"):
+        prompt_use.encoder_probe(model, params, text, records[:4])

@@ -125,6 +125,17 @@ def test_grouped_positions_cached_equals_uncached_and_streams_rows(grouped):
     np.testing.assert_array_equal(np.stack([t for _, t in rows], 1), cached)
 
 
+def test_greedy_samples_are_the_argmax_of_the_training_logits(grouped):
+    """Sampling and training read the model the same way: teacher-forced on its own
+    greedy sample, the decoder's argmax is that sample, slot by slot (for the sequential
+    head: each slot given the slots drawn before it)."""
+    model, params, cond = grouped
+    greedy = ar.SamplingConfig(temperature=0.0)
+    tokens = np.asarray(ar.sample(model, params, cond, jax.random.key(0), greedy))
+    logits = model.apply({"params": params}, dict(cond, target_tokens=tokens))
+    np.testing.assert_array_equal(np.asarray(logits).argmax(-1), tokens.reshape(B, -1))
+
+
 def test_grouped_training_logits_follow_the_token_grid(grouped):
     """Logits come back in raster order: position p's slot k predicts token k of block p;
     a slot sees the slots before it in its own block only with the sequential head."""
