@@ -69,22 +69,27 @@ def eligible_records(records: Sequence[dict], attributes: Sequence[str]) -> list
     return chosen
 
 
+def _batches(model, text_tokenizer, records: Sequence[dict], batch_size: int):
+    """The generator's batch dicts for consecutive chunks of ``records``."""
+    from omni_img.trainers.generator import conditioning_example
+
+    for start in range(0, len(records), batch_size):
+        examples = [
+            conditioning_example(r, tokenizer=text_tokenizer, model_cfg=model.cfg)
+            for r in records[start : start + batch_size]
+        ]
+        yield {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
 def object_token_nll(
     model, params, text_tokenizer, records: Sequence[dict], batch_size: int = 32
 ) -> np.ndarray:
     """(R,) summed NLL of each record's object tokens (those unlike its background)."""
-    from omni_img.trainers.generator import conditioning_example
-
     apply = jax.jit(lambda p, b: jax.nn.log_softmax(model.apply({"params": p}, b), -1))
     out = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        examples = [
-            conditioning_example(r, tokenizer=text_tokenizer, model_cfg=model.cfg) for r in chunk
-        ]
-        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    for batch in _batches(model, text_tokenizer, records, batch_size):
         logp_BxNxV = np.asarray(apply(params, batch))
-        target_BxN = batch["target_tokens"].reshape(len(chunk), -1)
+        target_BxN = batch["target_tokens"].reshape(len(logp_BxNxV), -1)
         nll_BxN = -np.take_along_axis(logp_BxNxV, target_BxN[..., None], -1)[..., 0]
         for nll_N, target_N in zip(nll_BxN, target_BxN, strict=True):
             background = np.bincount(target_N).argmax()
@@ -129,19 +134,13 @@ def encoder_probe(
 ) -> dict[str, float]:
     """{attribute: held-out accuracy of a linear probe on the mean-pooled encoder output}
     for single-object compose records (see the module docstring)."""
-    from omni_img.trainers.generator import conditioning_example
-
     chosen = eligible_records(records, ())
     if len(chosen) < 8:
         raise ValueError(f"the probe needs at least 8 single-object records, got {len(chosen)}")
     encode = jax.jit(lambda p, b: model.apply({"params": p}, b, method="encode"))
     pooled = []
-    for start in range(0, len(chosen), 64):
-        examples = [
-            conditioning_example(r, tokenizer=text_tokenizer, model_cfg=model.cfg)
-            for r in chosen[start : start + 64]
-        ]
-        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "target_tokens"}
+    for batch in _batches(model, text_tokenizer, chosen, 64):
+        batch.pop("target_tokens")
         e_BxSxD, mask_BxS = (np.asarray(x) for x in encode(params, batch))
         weights_BxS = mask_BxS / mask_BxS.sum(1, keepdims=True)
         pooled.append(np.einsum("bs,bsd->bd", weights_BxS, e_BxSxD))
