@@ -36,6 +36,8 @@ def main(args: argparse.Namespace) -> int:
         )
     trainer = importlib.import_module(TRAINERS[config.stage])
     report = trainer.train(config, args.workdir)
+    if report.get("stopped_by_signal"):
+        return 0  # the trainer said where it stopped; the checkpoint is the result
     summary = ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float))
     print(f"{config.stage} done: {summary}")
     return 0
