@@ -34,6 +34,7 @@ def get_config(arg=None):
     config.caption_dropout = 0.1
     config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"
+    config.text_align_words = False  # True: every word starts an encoder position
 
     config.data.tokenized_dir = "runs/tokens"
     config.data.task_weights = ml_collections.ConfigDict(

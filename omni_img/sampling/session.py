@@ -133,13 +133,15 @@ def pack_history(
     dropped (never cut in the middle: training sees whole turns only). Matches the
     generator trainer's history encoding.
     """
+    raw: list[int] = []
     ids: list[int] = []
     kept = 0
     for text in reversed(instructions):
-        turn = [*tok.encode(text), SEP_ID]
-        if len(ids) + len(turn) > max_len:
+        candidate = [*tok.encode(text), SEP_ID, *raw]
+        laid_out = tok.layout(candidate)
+        if len(laid_out) > max_len:
             break
-        ids = turn + ids
+        raw, ids = candidate, laid_out
         kept += 1
     return ids, kept
 

@@ -11,6 +11,14 @@ p + 8; its model file is embedded (base64) in ``to_json()`` so a checkpoint carr
 ``encode`` returns the raw ids of a text (no BOS/EOS); ``encode_prompt`` adds BOS/EOS and
 checks the prompt; ``encode_batch`` pads a list of prompts to ``(B, L)`` int32 ids and a
 bool mask. Problems with a user's text raise ``omni_img.errors.UserError``.
+
+Word-aligned bytes (``ByteTokenizer(word_slots=G)``, for an encoder that reads G ids a
+position): ``layout`` pads the id sequence with PAD so that every word starts a new
+position. Without it a word lands in the G-id positions at any of G offsets (" star"
+read as " st" + "ar", or " s" + "tar"), and the encoder has to learn each word G times
+over; with it a word always fills its position(s) the same way, and a word of up to G
+bytes (with its leading space) is one position. A word starts at a space, at EOS and
+SEP, and right after BOS and SEP; longer words run on into the next positions.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ class TextTokenizer(Protocol):
     def encode(self, text: str | bytes) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
+
+    def layout(self, ids: Sequence[int]) -> list[int]:
+        """A segment's ids (from its first position) as the encoder's positions hold them."""
+        ...
 
     def to_json(self) -> dict[str, Any]: ...
 
@@ -64,11 +76,19 @@ def _utf8(text: str) -> bytes:
         ) from None
 
 
+SPACE_ID = ord(" ") + NUM_RESERVED
+
+
 class ByteTokenizer:
-    """UTF-8 bytes shifted past the reserved ids."""
+    """UTF-8 bytes shifted past the reserved ids; ``word_slots`` > 1: word-aligned layout."""
 
     kind = "bytes"
     vocab_size = 256 + NUM_RESERVED
+
+    def __init__(self, word_slots: int = 0):
+        if word_slots < 0:
+            raise ValueError(f"word_slots must be >= 0, got {word_slots}")
+        self.word_slots = int(word_slots)
 
     def encode(self, text: str | bytes) -> list[int]:
         return [b + NUM_RESERVED for b in _utf8(as_text(text))]
@@ -77,14 +97,33 @@ class ByteTokenizer:
         data = bytes(int(i) - NUM_RESERVED for i in ids if int(i) >= NUM_RESERVED)
         return data.decode("utf-8", errors="replace")
 
+    def layout(self, ids: Sequence[int]) -> list[int]:
+        return align_words(ids, self.word_slots) if self.word_slots > 1 else list(ids)
+
     def to_json(self) -> dict[str, Any]:
+        if self.word_slots > 1:
+            return {"kind": self.kind, "word_slots": self.word_slots}
         return {"kind": self.kind}
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, ByteTokenizer)
+        return isinstance(other, ByteTokenizer) and other.word_slots == self.word_slots
 
     def __hash__(self) -> int:
-        return hash(self.kind)
+        return hash((self.kind, self.word_slots))
+
+
+def align_words(ids: Sequence[int], slots: int) -> list[int]:
+    """``ids`` with PAD inserted so that each word starts at a multiple of ``slots``."""
+    out: list[int] = []
+    previous = None
+    for token in ids:
+        token = int(token)
+        starts_word = token in (SPACE_ID, EOS_ID, SEP_ID) or previous in (BOS_ID, SEP_ID)
+        if starts_word and len(out) % slots:
+            out.extend([PAD_ID] * (slots - len(out) % slots))
+        out.append(token)
+        previous = token
+    return out
 
 
 def _import_sentencepiece():
@@ -129,6 +168,9 @@ class SentencePieceTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.DecodeIds([int(i) - NUM_RESERVED for i in ids if int(i) >= NUM_RESERVED])
 
+    def layout(self, ids: Sequence[int]) -> list[int]:
+        return list(ids)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -147,7 +189,7 @@ def from_json(desc: dict[str, Any]) -> TextTokenizer:
     """Rebuild a tokenizer from its ``to_json()`` description."""
     kind = desc.get("kind")
     if kind == "bytes":
-        return ByteTokenizer()
+        return ByteTokenizer(int(desc.get("word_slots", 0)))
     if kind == "sentencepiece":
         proto = base64.b64decode(desc["model_proto_base64"])
         if "sha256" in desc and hashlib.sha256(proto).hexdigest() != desc["sha256"]:
@@ -156,10 +198,15 @@ def from_json(desc: dict[str, Any]) -> TextTokenizer:
     raise UserError(f"unknown text tokenizer kind {kind!r} (bytes or sentencepiece)")
 
 
-def make_text_tokenizer(kind: str = "bytes", model_path: str | None = None) -> TextTokenizer:
-    """The tokenizer named in a config: ``bytes`` or ``sentencepiece`` (with model_path)."""
+def make_text_tokenizer(
+    kind: str = "bytes", model_path: str | None = None, word_slots: int = 0
+) -> TextTokenizer:
+    """The tokenizer named in a config: ``bytes`` (word-aligned for ``word_slots`` > 1) or
+    ``sentencepiece`` (with model_path)."""
     if kind == "bytes":
-        return ByteTokenizer()
+        return ByteTokenizer(word_slots)
+    if word_slots > 1:
+        raise UserError(f"word-aligned text is for the bytes tokenizer, not {kind!r}")
     if kind == "sentencepiece":
         if not model_path:
             raise UserError("text tokenizer 'sentencepiece' needs a model_path")
@@ -168,14 +215,18 @@ def make_text_tokenizer(kind: str = "bytes", model_path: str | None = None) -> T
 
 
 def encode_prompt(tok: TextTokenizer, text: str | bytes, max_len: int) -> list[int]:
-    """[BOS] + ids + [EOS] of a prompt; empty or over-long prompts are UserErrors."""
+    """[BOS] + ids + [EOS] of a prompt, in the tokenizer's layout; empty or over-long
+    prompts are UserErrors."""
     text = as_text(text)
     if not text.strip():
         raise UserError("prompt is empty")
-    ids = [BOS_ID, *tok.encode(text), EOS_ID]
+    raw = [BOS_ID, *tok.encode(text), EOS_ID]
+    ids = tok.layout(raw)
     if len(ids) > max_len:
+        aligned = f" ({len(ids)} ids with its words aligned)" if len(ids) != len(raw) else ""
         raise UserError(
-            f"prompt is {len(ids) - 2} tokens, longer than the context of {max_len - 2}; shorten it"
+            f"prompt is {len(raw) - 2} tokens{aligned}, longer than the context of "
+            f"{max_len - 2}; shorten it"
         )
     return ids
 

@@ -137,11 +137,18 @@ def _init_fn(model: Generator, batch):
     return lambda rng: model.init(rng, one)["params"]
 
 
+def text_tokenizer_for(config: ml_collections.ConfigDict):
+    """The config's text tokenizer; ``text_align_words`` lays words out on the encoder's
+    ``text_group``-byte positions (configs saved before the key existed: off)."""
+    word_slots = config.model.text_group if config.get("text_align_words", False) else 0
+    return make_text_tokenizer(config.text_tokenizer, word_slots=word_slots)
+
+
 def model_and_transform(config: ml_collections.ConfigDict, metadata=None):
     """(model, record -> batch arrays transform) for the token space of `metadata`."""
     grid, num_codes = token_space(config, metadata)
     model = build_model(config, grid, num_codes)
-    tokenizer = make_text_tokenizer(config.text_tokenizer)
+    tokenizer = text_tokenizer_for(config)
     transform = functools.partial(conditioning_example, tokenizer=tokenizer, model_cfg=model.cfg)
     return model, transform
 
@@ -238,7 +245,7 @@ class SampleJudge:
         if self._tokenizer is None:
             _, model, tokenizer_params = tokenizer_stage.load_workdir(self.tokenizer_workdir)
             self._tokenizer = (model, tokenizer_params)
-        text = make_text_tokenizer(self.config.text_tokenizer)
+        text = text_tokenizer_for(self.config)
         return Stages(*self._tokenizer, self.model, params, text)
 
     def __call__(self, params, step: int, final: bool) -> dict:
@@ -312,5 +319,5 @@ def load_workdir(workdir: str):
         config,
         model,
         jax.device_get(state.ema_params),
-        make_text_tokenizer(config.text_tokenizer),
+        text_tokenizer_for(config),
     )

@@ -102,6 +102,16 @@ def test_pack_history_keeps_whole_turns_only():
     assert kept == 2 and ids == [*TOK.encode("abc"), SEP_ID, *TOK.encode("de"), SEP_ID]
 
 
+def test_pack_history_counts_word_aligned_length():
+    aligned = ByteTokenizer(word_slots=4)
+    # "ab cd" + SEP is 6 bytes but 12 ids aligned ("ab", " cd", SEP, one position each).
+    ids, kept = ses.pack_history(aligned, ["ab cd", "ef"], 12)
+    assert kept == 1 and ids == aligned.layout([*TOK.encode("ef"), SEP_ID])
+    ids, kept = ses.pack_history(aligned, ["ab cd", "ef"], 20)
+    assert kept == 2 and len(ids) % 4 == 1 and len(ids) == 17  # the last SEP starts a position
+    assert ids[8:12] == [SEP_ID, 0, 0, 0] and ids[12] == TOK.encode("e")[0]
+
+
 def test_edit_conditions_on_the_source_image(model_params):
     model, params = model_params
     rng = np.random.default_rng(0)

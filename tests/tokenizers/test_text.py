@@ -98,3 +98,33 @@ def test_sentencepiece_errors_are_user_errors(tmp_path):
     else:
         with pytest.raises(UserError, match="not a SentencePiece model"):
             tt.make_text_tokenizer("sentencepiece", str(bad))
+
+
+def test_word_aligned_layout_starts_every_word_on_a_position():
+    tok = tt.ByteTokenizer(word_slots=4)
+    ids = tt.encode_prompt(tok, "a red star", 32)
+    pad, sp = tt.PAD_ID, tt.SPACE_ID
+    a, r, e, d, s, t = (ord(c) + tt.NUM_RESERVED for c in "aredst")
+    # BOS, then "a", " red", " sta" + "r" (a word longer than a position runs on), EOS.
+    assert ids == [tt.BOS_ID, pad, pad, pad, a, pad, pad, pad, sp, r, e, d,
+                   sp, s, t, a, r, pad, pad, pad, tt.EOS_ID]  # fmt: skip
+
+    def positions(prompt):
+        laid_out = tt.encode_prompt(tok, prompt, 64)
+        return np.array(laid_out + [pad] * (-len(laid_out) % 4)).reshape(-1, 4).tolist()
+
+    # The same word is laid out the same way wherever it stands in the prompt.
+    later = positions("one big red star")
+    assert [sp, r, e, d] in later and [sp, s, t, a] in later
+    assert tok.decode(ids) == "a red star"  # the padding reads as nothing
+    assert tt.from_json(json.loads(json.dumps(tok.to_json()))) == tok != tt.ByteTokenizer()
+    assert tt.ByteTokenizer(word_slots=1).layout(ids[:5]) == ids[:5]
+
+
+def test_word_aligned_prompt_over_the_context_names_both_lengths():
+    tok = tt.ByteTokenizer(word_slots=8)
+    # 19 bytes, 10 words: BOS and the words take 11 positions of 8, then EOS: 89 ids.
+    with pytest.raises(UserError, match=r"prompt is 19 tokens \(89 ids with its words aligned\)"):
+        tt.encode_prompt(tok, "a b c d e f g h i j", 64)
+    with pytest.raises(UserError, match="word-aligned text is for the bytes tokenizer"):
+        tt.make_text_tokenizer("sentencepiece", "model.spm", word_slots=8)
