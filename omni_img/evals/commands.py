@@ -100,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     use.add_argument("--generator", required=True, help="workdir of a trained generator")
     use.add_argument("--split", default="validation", help="tokenized split to read")
     use.add_argument("--records", type=int, default=600, help="first N records of the split")
+    use.add_argument("--step", type=int, default=None, help="a saved step (default: the latest)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -158,7 +159,7 @@ def _prompt_use_main(args: argparse.Namespace) -> int:
     from omni_img.evals import prompt_use
     from omni_img.trainers import generator
 
-    config, model, params, text_tokenizer = generator.load_workdir(args.generator)
+    config, model, params, text_tokenizer = generator.load_workdir(args.generator, args.step)
     source = TokenizedSource(config.data.tokenized_dir, args.split)
     records = [source[i] for i in range(min(args.records, len(source)))]
     try:

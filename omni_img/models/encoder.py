@@ -17,7 +17,9 @@ The encoder reads one sequence made of up to three segments, in this order:
 Grouping keeps the sequence short: one position holds gt consecutive text tokens (bytes)
 or one g×g block of source tokens, their embeddings (D/gt or D/g² wide) side by side, so
 a position still knows every token it holds exactly (a word can be spelled from it).
-gt = g = 1 is one token a position.
+gt = g = 1 is one token a position. The text tokenizer may lay a prompt out word-aligned
+(``ByteTokenizer(word_slots=gt)``: PAD before each word so it starts a position); the
+encoder reads the laid-out ids as they come.
 
 Each segment gets a learned modality embedding and its own positions. Text and history
 share the text embedding table. ``encoder_inputs`` assembles the (ids, modality, mask)

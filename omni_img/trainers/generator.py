@@ -306,15 +306,16 @@ def validation_metrics(model, source, transform, config, params) -> dict[str, fl
     return report
 
 
-def load_workdir(workdir: str):
-    """(config, model, EMA params on host, text tokenizer) of a trained generator workdir."""
+def load_workdir(workdir: str, step: int | None = None):
+    """(config, model, EMA params on host, text tokenizer) of a trained generator workdir,
+    from its latest checkpoint or the one at `step`."""
     config = load_saved_config(workdir)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
     metadata = TokenizedSource(config.data.tokenized_dir, config.data.eval_split).metadata
     model, _ = model_and_transform(config, metadata)
     init_params = train_step_parts(config, metadata).init_params
     mesh = make_mesh(config.mesh)
-    state = restore_latest(config, workdir, init_params, mesh, rules_from_config(config))
+    state = restore_latest(config, workdir, init_params, mesh, rules_from_config(config), step)
     return (
         config,
         model,

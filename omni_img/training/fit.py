@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from omni_img.errors import UserError
 from omni_img.sharding import mesh_context
 from omni_img.training.checkpoint import Checkpointer, restore_initial_state
 from omni_img.training.data import batch_shardings, to_global_batch
@@ -139,12 +140,16 @@ def compile_train_step(config, stage: StageStep, mesh: Mesh, rules):
         return step_fn.lower(abstract, abstract_batch).compile()
 
 
-def restore_latest(config, workdir, init_params, mesh: Mesh, rules):
-    """The latest checkpoint of `workdir` on `mesh` (any device count)."""
+def restore_latest(config, workdir, init_params, mesh: Mesh, rules, step: int | None = None):
+    """The latest checkpoint of `workdir` (or the one at `step`) on `mesh` (any device
+    count)."""
     abstract, _, _, _ = abstract_train_state(config, init_params, mesh, rules)
     checkpointer = Checkpointer(workdir, config.checkpoint)
     try:
-        return checkpointer.restore(abstract)
+        if step is not None and step not in checkpointer.manager.all_steps():
+            saved = ", ".join(map(str, sorted(checkpointer.manager.all_steps()))) or "none"
+            raise UserError(f"{workdir} has no checkpoint at step {step} (saved steps: {saved})")
+        return checkpointer.restore(abstract, step=step)
     finally:
         checkpointer.close()
 

@@ -5,8 +5,10 @@ import pathlib
 
 import jax
 import numpy as np
+import pytest
 
 from omni_img.config import load_config
+from omni_img.errors import UserError
 from omni_img.trainers import generator
 from tests.trainers.tokenized_fixture import write_tokenized
 
@@ -43,21 +45,24 @@ def losses(workdir):
     return [json.loads(x)["loss"] for x in lines if '"loss"' in x]
 
 
-def masked_sequential(config):
-    """The non-default training options: hidden decoder inputs, the sequential head."""
+def non_default_options(config):
+    """The non-default training options: hidden decoder inputs, the sequential head,
+    word-aligned prompts."""
     config.input_masking = 0.5
     config.model.block_head = "sequential"
+    config.text_align_words = True
     return config
 
 
 def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
-    """Also with input masking and the sequential block head: the hidden positions are
-    drawn from the step's rng, so every mesh and a resumed run hide the same ones."""
+    """Also with input masking, the sequential block head and word-aligned prompts: the
+    hidden positions are drawn from the step's rng, so every mesh and a resumed run hide
+    the same ones."""
     tokens = write_tokenized(tmp_path / "tokens")
     whole, split = tmp_path / "whole", tmp_path / "split"
 
     def config(steps, **mesh):
-        return masked_sequential(tiny_config(tokens, steps, **mesh))
+        return non_default_options(tiny_config(tokens, steps, **mesh))
 
     generator.train(config(4, data=8, fsdp=1, tensor=1), str(whole))
     generator.train(config(4, data=2, fsdp=2, tensor=2), str(tmp_path / "d2f2t2"))
@@ -70,6 +75,14 @@ def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
     generator.train(config(4, data=8, fsdp=1, tensor=1), str(split))
     assert losses(split) == reference
     _, _, whole_params, _ = generator.load_workdir(str(whole))
-    _, _, split_params, _ = generator.load_workdir(str(split))
+    _, _, split_params, text_tokenizer = generator.load_workdir(str(split))
     for a, b in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert text_tokenizer.word_slots == 4  # the saved config's text_group
+
+    # An earlier step by number; a step that was never saved names the saved ones.
+    _, _, step2_params, _ = generator.load_workdir(str(split), step=2)
+    pairs = zip(jax.tree.leaves(step2_params), jax.tree.leaves(split_params))
+    assert any((np.asarray(a) != np.asarray(b)).any() for a, b in pairs)
+    with pytest.raises(UserError, match=r"no checkpoint at step 3 \(saved steps: 2, 4\)"):
+        generator.load_workdir(str(split), step=3)
