@@ -7,9 +7,12 @@ Needs the token grids of a trained tokenizer:
     omni-img tokenize --tokenizer runs/tokenizer_tiny --out runs/tokens
 
 The decoder writes the 16x16 grid in 2x2 blocks (`group=2`: 64 steps of 4 tokens), and
-the encoder reads 4 prompt bytes a position (`text_group=4`) and the edit source in the
-same 2x2 blocks: the sequences a 2-core CPU must run through every step are 4x shorter
-than one token a position, while every byte and token stays visible to the model.
+the encoder reads the edit source in the same 2x2 blocks and the prompt a word a
+position (`text_group=8` bytes, `text_align_words`: each word starts a position, a word
+longer than 8 bytes runs on): the sequences a 2-core CPU must run through every step are
+4x shorter than one token a position, while every byte and token stays visible to the
+model, and a word reads the same wherever it stands in the prompt (docs/models.md: with
+4 bytes a position at any offset the decoder never learnt to read the shape word).
 grid_h / grid_w / image_vocab_size: 0 takes them from the tokenized data.
 """
 
@@ -34,7 +37,7 @@ def get_config(arg=None):
     config.caption_dropout = 0.1
     config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"
-    config.text_align_words = False  # True: every word starts an encoder position
+    config.text_align_words = True  # every word starts an encoder position
 
     config.data.tokenized_dir = "runs/tokens"
     config.data.task_weights = ml_collections.ConfigDict(
@@ -47,10 +50,11 @@ def get_config(arg=None):
             "image_vocab_size": 0,
             "group": 2,
             "block_head": "independent",  # or "sequential": a block's slots one by one
-            "text_group": 4,
+            "text_group": 8,
             "text_vocab_size": 264,
-            "max_text_len": 224,  # the longest omni_shapes caption is 210 bytes (+ BOS, EOS)
-            "max_history_len": 64,  # older turns are dropped first
+            # The longest omni_shapes caption is 210 bytes, 345 ids word-aligned (p99: 289).
+            "max_text_len": 352,
+            "max_history_len": 128,  # word-aligned ids; older turns are dropped first
             "use_source": True,
             "dim": 128,
             "num_heads": 4,

@@ -229,8 +229,8 @@ def build_modules(model: Mapping[str, Any]):
     """(Tokenizer, Generator, RollingDecoderConfig) from model.json."""
     import jax.numpy as jnp
 
+    from omni_img.models.bands import rolling_decoder_config
     from omni_img.models.generator import make_generator
-    from omni_img.models.rolling_decoder import rolling_decoder_config
     from omni_img.models.tokenizer import Tokenizer, TokenizerSpec
 
     spec = dict(model["tokenizer"]["spec"])

@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.errors import UserError
+from omni_img.models.bands import RollingDecoderConfig
 from omni_img.models.generator import Generator
-from omni_img.models.rolling_decoder import RollingDecoderConfig
 from omni_img.models.tokenizer import Tokenizer
 from omni_img.sampling import ar
 from omni_img.sampling import rolling as rolling_sampling

@@ -47,12 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.errors import UserError
-from omni_img.models.rolling_decoder import (
-    Memory,
-    RollingDecoder,
-    RollingDecoderConfig,
-    bands_to_image,
-)
+from omni_img.models.bands import RollingDecoderConfig, bands_to_image
+from omni_img.models.rolling_decoder import Memory, RollingDecoder
 from omni_img.models.transformer import KVCache
 
 MODES = ("sequential", "rolling")

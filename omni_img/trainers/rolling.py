@@ -26,12 +26,8 @@ from omni_img.config.saved import load_saved_config, save_config
 from omni_img.data.tokenized import TokenizedSource
 from omni_img.errors import UserError
 from omni_img.evals.images import psnr, save_grid, to_uint8
-from omni_img.models.rolling_decoder import (
-    RollingDecoderConfig,
-    init_rolling_decoder,
-    rolling_decoder_config,
-    rolling_loss,
-)
+from omni_img.models.bands import RollingDecoderConfig, rolling_decoder_config
+from omni_img.models.rolling_decoder import init_rolling_decoder, rolling_loss
 from omni_img.models.tokenizer import tokenizer_spec_from_config
 from omni_img.sampling import rolling as rolling_sampling
 from omni_img.sharding import make_mesh, mesh_context, replicated

@@ -36,7 +36,6 @@ def train_tiny_run(run: pathlib.Path) -> pathlib.Path:
     run.mkdir(parents=True, exist_ok=True)
     tokens = write_tokenized(run / "tokens", count=48, grid=(4, 4), num_codes=1000)
     gen_config = tiny_generator_config(tokens, 1)
-    gen_config.model.max_text_len = 40
     config = load_config(str(ROOT / "experiments/rolling_tiny.py"), [
         f"--config.data.tokenized_dir={tokens}",
         f"--config.generator_workdir={run / 'generator'}",

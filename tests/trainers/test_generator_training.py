@@ -33,7 +33,8 @@ def tiny_config(tokens, num_steps, **mesh):
         "--config.model.num_heads=2",
         "--config.model.enc_layers=1",
         "--config.model.dec_layers=1",
-        "--config.model.max_history_len=16",
+        "--config.model.max_text_len=64",  # word-aligned ids: the captions take 33-57
+        "--config.model.max_history_len=32",  # "add a square" + SEP: 25 ids aligned
         "--config.optim.warmup_steps=1",
         *[f"--config.mesh.{axis}={size}" for axis, size in mesh.items()],
     ]
@@ -78,7 +79,7 @@ def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
     _, _, split_params, text_tokenizer = generator.load_workdir(str(split))
     for a, b in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert text_tokenizer.word_slots == 4  # the saved config's text_group
+    assert text_tokenizer.word_slots == 8  # the saved config's text_group
 
     # An earlier step by number; a step that was never saved names the saved ones.
     _, _, step2_params, _ = generator.load_workdir(str(split), step=2)
