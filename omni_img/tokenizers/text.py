@@ -251,5 +251,7 @@ def encode_batch(
 
 
 def null_prompt(batch: int, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """The empty prompt [BOS, EOS]: the unconditional input of classifier-free guidance."""
+    """The empty prompt [BOS, EOS]: the unconditional input of classifier-free guidance.
+    Never laid out word-aligned: it is one fixed input, the same in training (caption
+    dropout) and sampling, not a prompt the encoder has to read."""
     return pad_ids([[BOS_ID, EOS_ID]] * batch, max_len)

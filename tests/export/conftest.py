@@ -36,6 +36,8 @@ def train_tiny_run(run: pathlib.Path) -> pathlib.Path:
     run.mkdir(parents=True, exist_ok=True)
     tokens = write_tokenized(run / "tokens", count=48, grid=(4, 4), num_codes=1000)
     gen_config = tiny_generator_config(tokens, 1)
+    # Room for the omni_shapes test captions the bundle evaluation reads (word-aligned ids).
+    gen_config.model.max_text_len = 128
     config = load_config(str(ROOT / "experiments/rolling_tiny.py"), [
         f"--config.data.tokenized_dir={tokens}",
         f"--config.generator_workdir={run / 'generator'}",
