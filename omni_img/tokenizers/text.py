@@ -206,7 +206,10 @@ def make_text_tokenizer(
     if kind == "bytes":
         return ByteTokenizer(word_slots)
     if word_slots > 1:
-        raise UserError(f"word-aligned text is for the bytes tokenizer, not {kind!r}")
+        raise UserError(
+            f"word-aligned text is for the bytes tokenizer, not {kind!r} "
+            "(set text_align_words=False)"
+        )
     if kind == "sentencepiece":
         if not model_path:
             raise UserError("text tokenizer 'sentencepiece' needs a model_path")
