@@ -114,7 +114,11 @@ def test_a_killed_process_stops_the_other_and_a_relaunch_resumes(tmp_path):
     out = "".join(output)
     assert process.returncode != 0, out
     assert re.search(r"process 0 \(pid \d+\) exited with status [1-9]", out), out
-    assert "stopped sending heartbeats" in out or "Socket closed" in out, out
+    # How the survivor learns of it depends on where the kill lands: a missed heartbeat,
+    # or a collective (the checkpoint's barrier) whose peer socket closed or reset.
+    peer_died = ("stopped sending heartbeats", "heartbeat timeout", "Socket closed",
+                 "Connection reset by peer")  # fmt: skip
+    assert any(message in out for message in peer_died), out
     assert elapsed < 60
 
     last_checkpoint = max(_finished_checkpoints(workdir))
