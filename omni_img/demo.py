@@ -158,6 +158,7 @@ def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
         seed=config.report.seed,
         decoders=tuple(config.report.decoders),
         grid_dir=workdir,
+        ceiling=True,
     )
 
 
@@ -188,7 +189,8 @@ def render_markdown(report: dict) -> str:
         "",
         "## Generated samples (test split, held-out combinations and words)",
     ]
-    for decoder in [k for k in samples if isinstance(samples[k], dict) and "tasks" in samples[k]]:
+    decoders = [k for k in samples if isinstance(samples[k], dict) and "tasks" in samples[k]]
+    for decoder in [k for k in decoders if k != "tokenizer_ceiling"]:
         summary = samples[decoder]
         lines.append(f"- {decoder} decoder: {_tasks_line(summary)}")
         if "geneval" in summary:
@@ -196,6 +198,16 @@ def render_markdown(report: dict) -> str:
             lines.append(f"  - compose (GenEval categories): {geneval}")
         lines.extend(f"  - {line}" for line in judge_lines(summary))
         lines.append(f"  - grids: samples_<task>_{decoder}.png")
+    if "tokenizer_ceiling" in samples:
+        ceiling = samples["tokenizer_ceiling"]
+        lines.append(
+            "- ceiling: the tokenizer's own reconstructions of the same test images, judged "
+            f"alike (no generator can beat them through the conv decoder): {_tasks_line(ceiling)}"
+        )
+        if "geneval" in ceiling:
+            single = ceiling["geneval"].get("single_object")
+            if single is not None:
+                lines.append(f"  - single object {100 * single:.0f} %")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_seconds"].items())
     lines += ["", "## Timings", f"- {timings}", "", f"Bundle: {report['bundle']}", ""]
     return "\n".join(lines)

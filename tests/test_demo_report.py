@@ -20,3 +20,29 @@ def test_report_lines_say_how_many_write_images_ocr_read():
         "write, held out words: no image reached OCR (background or sign wrong in all 2)",
         "edit by op: move 0 %",
     ]
+
+
+def test_report_puts_the_tokenizer_ceiling_beside_the_decoders_not_among_them():
+    from omni_img.demo import render_markdown
+
+    def summary(accuracy):
+        return {"tasks": {"compose": {"n": 4, "accuracy": accuracy}},
+                "geneval": {"single_object": accuracy}}  # fmt: skip
+
+    report = {
+        "tokenizer": {"psnr": 28.0, "code_usage": 0.99, "perplexity": 70.0, "steps": 10},
+        "rolling": {
+            "psnr_conv": 28.0,
+            "psnr_rolling": 27.8,
+            "psnr_sequential": 27.9,
+            "rolling_minus_conv_db": -0.2,
+        },
+        "samples": {"conv": summary(0.25), "tokenizer_ceiling": summary(0.75)},
+        "timings_seconds": {"tokenizer": 1.0},
+        "bundle": "bundle",
+    }
+    text = render_markdown(report)
+    assert "- conv decoder: compose 25 % (n=4)" in text
+    assert "tokenizer_ceiling decoder" not in text
+    assert "no generator can beat them through the conv decoder): compose 75 % (n=4)" in text
+    assert "  - single object 75 %" in text

@@ -3,7 +3,8 @@
 This is how the generator's quality is measured: prompts (and edit sources) of the
 test split go through the generator; its tokens are decoded with the tokenizer's conv
 decoder and, when a rolling decoder is given, with it too; the judge scores every image
-against the record's spec.
+against the record's spec. The tokenizer's reconstructions of the same records' target
+images, judged the same way, give the ceiling of those scores (`reconstruction_ceiling`).
 """
 
 from __future__ import annotations
@@ -136,11 +137,14 @@ def evaluate_samples(
     batch_size: int = 32,
     grid_dir: str | pathlib.Path | None = None,
     grid_prefix: str = "samples",
+    ceiling: bool = False,
 ) -> dict[str, Any]:
     """Judge generated images for the first `per_task` records of each task of `source`.
 
-    Returns {decoder: judge summary}; with `grid_dir`, writes a sample grid per task
-    and decoder (`<grid_prefix>_<task>_<decoder>.png`).
+    Returns {decoder: judge summary}, and with `ceiling` also "tokenizer_ceiling": the
+    judge on the tokenizer's reconstructions of the same records' target images. With
+    `grid_dir`, writes a sample grid per task and decoder
+    (`<grid_prefix>_<task>_<decoder>.png`).
     """
     chosen = _first_per_task(source, per_task)
     report: dict[str, Any] = {"sampling": dataclasses.asdict(sampling), "seed": seed}
@@ -160,7 +164,30 @@ def evaluate_samples(
             for task in sorted(set(tasks)):
                 path = pathlib.Path(grid_dir) / f"{grid_prefix}_{task}_{decoder}.png"
                 save_grid(images[tasks == task][:32], path, columns=8)
+    if ceiling:
+        report["tokenizer_ceiling"] = reconstruction_ceiling(stages, chosen, batch_size)
     return report
+
+
+def reconstruction_ceiling(
+    stages: Stages, records: Sequence[Mapping[str, Any]], batch_size: int = 32
+) -> dict[str, Any]:
+    """The judge's summary of the tokenizer's reconstructions (encode, then the conv
+    decoder) of the records' own target images.
+
+    A generator that wrote every record's ground-truth tokens exactly would score this
+    through the conv decoder, so it bounds the generator's figures on those records:
+    what the tokenizer loses (a soft edge that comes back hard) no generator can restore.
+    """
+    encode, decode = tokenizer_fns(stages.tokenizer)
+    reconstructed = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        images = np.stack([np.asarray(record["image"], np.uint8) for record in batch])
+        ids = encode(stages.tokenizer_params, images)
+        reconstructed.append(to_uint8(np.asarray(decode(stages.tokenizer_params, ids))))
+    summary, _ = judge_records(np.concatenate(reconstructed), records)
+    return summary
 
 
 def _first_per_task(source, per_task: int) -> list[dict]:

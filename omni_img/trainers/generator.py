@@ -229,7 +229,9 @@ class SampleJudge:
     Each call writes `samples_<step>.png`: the first `config.eval.samples` validation
     prompts (0 = none), from the tokenized records, so no image is read. A final call
     also judges `config.eval.judge_per_task` samples of each task of the dataset's test
-    split (held-out combinations and words) and writes `samples_test_<task>_conv.png`.
+    split (held-out combinations and words) and writes `samples_test_<task>_conv.png`;
+    `test_judge_ceiling` is the judge on the tokenizer's reconstructions of the same
+    records, the most the conv decoder lets any generator score on them.
     """
 
     def __init__(self, model, config, eval_source, transform, workdir: pathlib.Path):
@@ -272,9 +274,10 @@ class SampleJudge:
             test = open_split(self.config.data, "test")
             judged = evaluate_samples(
                 stages, test, per_task=per_task, sampling=sampling, grid_dir=self.workdir,
-                grid_prefix="samples_test",
+                grid_prefix="samples_test", ceiling=True,
             )  # fmt: skip
             report["test_judge"] = judged["conv"]
+            report["test_judge_ceiling"] = judged["tokenizer_ceiling"]
         return report
 
 
