@@ -30,7 +30,9 @@ def get_config(arg=None):
     config.log_every = 20
     config.eval_every = 1000
     config.ema_decay = 0.999
-    config.optim.lr = 1e-3
+    # 4e-3 (with 200 warm-up steps, clipping at 1) learnt faster than 2e-3 in 60-minute
+    # runs on a 2-core CPU; 1e-3 is what the shortened copy in omni_tiny.py keeps.
+    config.optim.lr = 4e-3
     config.optim.warmup_steps = 200
     config.optim.weight_decay = 0.01
     config.checkpoint.every_steps = 500
@@ -40,8 +42,10 @@ def get_config(arg=None):
     config.text_align_words = True  # every word starts an encoder position
 
     config.data.tokenized_dir = "runs/tokens"
+    # Compose weighs most: 0.75 of the examples raised single-object scenes from 19 % to
+    # 27 % in 60 minutes (docs/models.md), write and edit stayed at 0 % either way.
     config.data.task_weights = ml_collections.ConfigDict(
-        {"compose": 0.5, "write": 0.25, "edit": 0.25}
+        {"compose": 0.75, "write": 0.125, "edit": 0.125}
     )
     config.model = ml_collections.ConfigDict(
         {
@@ -65,12 +69,14 @@ def get_config(arg=None):
             "rope": True,
         }
     )
-    # Sampling for the evaluations (greedy; cfg_scale 1 = no guidance).
+    # Sampling for the evaluations: greedy with classifier-free guidance 1.5, the best of
+    # 1 / 1.25 / 1.5 / 1.75 / 2 / 3 on 200 single-object *validation* scenes (47.5 % against
+    # 35.5 % for plain greedy), so the test split never picked it.
     config.sampling = ml_collections.ConfigDict(
-        {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.0}
+        {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.5}
     )
     # NLL and token accuracy on num_examples validation records and a grid of `samples`
-    # greedy samples at each eval; at the end, the judge on judge_per_task test records
+    # samples at each eval; at the end, the judge on judge_per_task test records
     # of each task (held-out combinations and words), decoded with the conv decoder.
     config.eval = ml_collections.ConfigDict(
         {"num_examples": 256, "batch_size": 64, "samples": 16, "judge_per_task": 300}

@@ -45,6 +45,12 @@ def get_config(arg=None):
     config.generator.max_minutes = 6.0  # a safety cap on a loaded machine
     config.generator.eval_every = 0
     config.generator.eval.judge_per_task = 0  # the job's own report judges the samples
+    # docs/main_job_report.md was measured with the generator's earlier defaults: kept
+    # here until the job is measured again with generator_tiny.py's 60-minute recipe.
+    config.generator.optim.lr = 1e-3
+    config.generator.data.task_weights = ml_collections.ConfigDict(
+        {"compose": 0.5, "write": 0.25, "edit": 0.25}
+    )
 
     config.rolling = _stage("rolling_tiny")
     config.rolling.max_minutes = 2.0
