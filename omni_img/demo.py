@@ -189,8 +189,12 @@ def render_markdown(report: dict) -> str:
         "",
         "## Generated samples (test split, held-out combinations and words)",
     ]
-    decoders = [k for k in samples if isinstance(samples[k], dict) and "tasks" in samples[k]]
-    for decoder in [k for k in decoders if k != "tokenizer_ceiling"]:
+    decoders = [
+        key
+        for key, value in samples.items()
+        if isinstance(value, dict) and "tasks" in value and key != "tokenizer_ceiling"
+    ]
+    for decoder in decoders:
         summary = samples[decoder]
         lines.append(f"- {decoder} decoder: {_tasks_line(summary)}")
         if "geneval" in summary:
