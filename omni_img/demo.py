@@ -20,6 +20,7 @@ import json
 import pathlib
 import time
 
+from omni_img import preflight
 from omni_img.errors import UserError
 
 ACCEPTS_CONFIG_OVERRIDES = True
@@ -44,10 +45,16 @@ def find_config(path: str) -> str:
     raise UserError(f"config file not found: {path}")
 
 
+# Every system tool some stage of the job needs: the tokenizer's evaluation and the final
+# report judge write scenes with OCR.
+REQUIRED_TOOLS = (preflight.TESSERACT,)
+
+
 def main(args: argparse.Namespace) -> int:
     from omni_img.config import load_config
     from omni_img.sharding.distributed import split_cpu
 
+    preflight.require(REQUIRED_TOOLS, "the main job")
     config = load_config(find_config(args.config), args.overrides)
     split_cpu(config.get("cpu_devices", 0))  # before anything starts JAX
     try:

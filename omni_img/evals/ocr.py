@@ -8,14 +8,13 @@ are upscaled first: Tesseract reads text best at 30+ px per letter.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 
 import numpy as np
 from PIL import Image
 
-from omni_img.errors import UserError
+from omni_img import preflight
 
 LOWERCASE = "abcdefghijklmnopqrstuvwxyz"
 TARGET_HEIGHT = 96  # px: the height a text crop is scaled to before OCR
@@ -24,12 +23,9 @@ BATCH = 256  # images per tesseract process
 
 def tesseract_binary() -> str:
     """The path of the `tesseract` executable; UserError naming the package if absent."""
-    path = os.environ.get("OMNI_IMG_TESSERACT") or shutil.which("tesseract")
+    path = preflight.TESSERACT.find()
     if path is None:
-        raise UserError(
-            "OCR needs the tesseract command: install the Debian package tesseract-ocr "
-            "(apt-get install tesseract-ocr tesseract-ocr-eng)"
-        )
+        preflight.require((preflight.TESSERACT,), "OCR")
     return path
 
 

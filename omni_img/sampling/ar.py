@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omni_img.compilation import StoredJit
 from omni_img.models.ar_decoder import from_groups, shift_right
 from omni_img.models.generator import (
     Generator,
@@ -204,11 +205,16 @@ def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> D
     return jax.lax.fori_loop(0, count, body, state)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "scfg"))
-def _sample_cached(params, cond, rng, *, model: Generator, scfg: SamplingConfig):
+def _sample_cached_fn(params, cond, rng, *, model: Generator, scfg: SamplingConfig):
     state = _start(params, cond, rng, model=model, scfg=scfg)
     state = _advance(params, state, 0, model=model, scfg=scfg, count=model.cfg.num_positions)
     return _grid(model.cfg, state.groups_BxPxG)
+
+
+# The serving path's entry point: its executable may persist across processes.
+_sample_cached = StoredJit(
+    jax.jit(_sample_cached_fn, static_argnames=("model", "scfg")), "ar_sample"
+)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "scfg"))

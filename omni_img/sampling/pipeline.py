@@ -27,16 +27,16 @@ Shape letters: B batch, H×W image, h×w token grid, S encoder length, D encoder
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omni_img.compilation import StoredJit
 from omni_img.errors import UserError
 from omni_img.models.bands import RollingDecoderConfig
 from omni_img.models.generator import Generator
@@ -113,20 +113,32 @@ def read_image(
 # ----------------------------------------------------------------------------- jitted stages
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _tokenize(model: Tokenizer, params, images_BxHxWx3):
+# The serving path's entry points: their executables may persist across processes.
+
+
+def _tokenize_fn(params, images_BxHxWx3, *, model: Tokenizer):
     images = images_BxHxWx3.astype(jnp.float32) / 127.5 - 1.0
     return model.apply({"params": params}, images, method="encode")
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _conv_decode(model: Tokenizer, params, tokens_Bxhxw):
+def _conv_decode_fn(params, tokens_Bxhxw, *, model: Tokenizer):
     return jnp.clip(model.apply({"params": params}, tokens_Bxhxw, method="decode"), -1.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _embed(model: Generator, params, cond):
+def _embed_fn(params, cond, *, model: Generator):
     return model.apply({"params": params}, cond, method="encode")
+
+
+def _stored(fn: Callable, name: str) -> Callable:
+    """fn(*arrays, model=...) jitted with `model` static and its executables stored, called
+    as f(model, *arrays)."""
+    stored = StoredJit(jax.jit(fn, static_argnames="model"), name)
+    return lambda model, *arrays: stored(*arrays, model=model)
+
+
+_tokenize = _stored(_tokenize_fn, "tokenize")
+_conv_decode = _stored(_conv_decode_fn, "conv_decode")
+_embed = _stored(_embed_fn, "text_embed")
 
 
 def split_seed(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -292,15 +304,22 @@ class Pipeline:
         source_image: Any = None,
         session: Session | None = None,
         sampling: SamplingConfig = DEFAULT_SAMPLING,
+        timings: dict[str, float] | None = None,
     ) -> np.ndarray:
         """Prompt (+ source image / session) -> uint8 image (H, W, 3).
 
-        With a session, the turn (prompt, tokens) is recorded in it.
+        With a session, the turn (prompt, tokens) is recorded in it. ``timings``, if
+        given, receives the wall seconds of "tokens" and "decode" (compilation included).
         """
         check_decoder(decoder)
+        timings = {} if timings is None else timings
+        start = time.perf_counter()
         cond = self.conditioning(prompt, source_image=source_image, session=session)
         tokens = self.sample_tokens(cond, seed, sampling)
+        timings["tokens"] = time.perf_counter() - start
+        start = time.perf_counter()
         image = self.decode(tokens, cond, seed, decoder)
+        timings["decode"] = time.perf_counter() - start
         if session is not None:
             session.add_turn(prompt, tokens)
         return image

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omni_img.compilation import StoredJit
 from omni_img.errors import UserError
 from omni_img.models.bands import RollingDecoderConfig, bands_to_image
 from omni_img.models.rolling_decoder import Memory, RollingDecoder
@@ -240,7 +241,8 @@ def _sample(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, rng, *, cfg, mode):
 def make_sampler(cfg: RollingDecoderConfig, mode: str):
     """Jitted fn(params, tokens, text_emb, text_mask, rng) -> (image, stats) of one mode."""
     phase_plan(cfg, mode)  # validates the mode and window before anything compiles
-    return jax.jit(functools.partial(_sample, cfg=cfg, mode=mode))
+    jitted = jax.jit(functools.partial(_sample, cfg=cfg, mode=mode))
+    return StoredJit(jitted, f"rolling_{mode}", static_repr=repr((cfg, mode)))
 
 
 def sample(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from omni_img import preflight
 from omni_img.errors import UserError
 from omni_img.sharding import distributed
 
@@ -25,6 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "Any config key can be overridden: --config.optim.lr=3e-4"
 
 
+def tools_needed(config) -> tuple[preflight.Tool, ...]:
+    """System tools the run's evaluations will call: the omni_shapes judge reads written
+    words with OCR in the tokenizer's evaluation and in the generator's test-split judging."""
+    if config.data.get("name") != "omni_shapes":
+        return ()
+    judges = config.stage == "tokenizer" or (
+        config.stage == "generator" and int(config.eval.get("judge_per_task", 0)) > 0
+    )
+    return (preflight.TESSERACT,) if judges else ()
+
+
 def main(args: argparse.Namespace) -> int:
     from omni_img.config import load_config
 
@@ -34,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(
             f"config.stage={config.get('stage')!r} has no trainer; stages: {sorted(TRAINERS)}"
         )
+    preflight.require(tools_needed(config), f"training the {config.stage} on {config.data.name}")
     trainer = importlib.import_module(TRAINERS[config.stage])
     report = trainer.train(config, args.workdir)
     if report.get("stopped_by_signal"):

@@ -4,6 +4,7 @@ one-line errors for bad input."""
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -238,3 +239,32 @@ def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_second_process_reuses_compiled_code_and_verbose_splits_time(bundle_dir, tmp_path):
+    """The persistent compilation cache: a second `generate` process compiles nothing."""
+    env = {**os.environ, "OMNI_IMG_COMPILATION_CACHE": str(tmp_path / "jax_cache")}
+
+    def generate(out: str) -> str:
+        cmd = [sys.executable, "-m", "omni_img.cli", "generate", "--bundle", str(bundle_dir)]
+        cmd += ["--prompt", PROMPT, "--out", str(tmp_path / out), "--verbose"]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def counts(stdout: str, layer: str) -> tuple[int, int]:
+        found = re.search(layer + r": (\d+) hits, (\d+) misses", stdout)
+        assert found, stdout
+        return int(found[1]), int(found[2])
+
+    first, second = generate("a.png"), generate("b.png")
+    for stdout in (first, second):
+        assert re.search(r"load \d+ ms, tokens \d+ ms, decode \d+ ms", stdout), stdout
+    stored_hits, stored_misses = counts(first, "stored executables")
+    assert stored_hits == 0 and stored_misses >= 3  # AR sampling, text embedding, decoder
+    assert counts(first, "persistent cache")[0] == 0
+    # The second process runs the stored executables and compiles nothing anew.
+    assert counts(second, "stored executables") == (stored_misses, 0), second
+    assert counts(second, "persistent cache")[1] == 0, second
+    first_image = np.asarray(Image.open(tmp_path / "a.png"))
+    np.testing.assert_array_equal(first_image, np.asarray(Image.open(tmp_path / "b.png")))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 LAUNCH = pathlib.Path(__file__).resolve().parents[2] / "launch"
-SCRIPTS = ["local.sh", "local_multiprocess.sh", "slurm.sbatch", "tpu_vm.sh"]
+SCRIPTS = ["local.sh", "local_multiprocess.sh", "slurm.sbatch", "tpu_vm.sh", "system_tools.sh"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -24,6 +24,14 @@ def test_script_passes_shellcheck(name):
 @pytest.mark.parametrize("name", ["local.sh", "local_multiprocess.sh", "tpu_vm.sh"])
 def test_script_without_arguments_prints_usage(name):
     result = subprocess.run(["bash", str(LAUNCH / name)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_system_tools_rejects_unknown_arguments():
+    result = subprocess.run(
+        ["bash", str(LAUNCH / "system_tools.sh"), "--everything"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "usage:" in result.stderr
 
