@@ -78,8 +78,19 @@ def get_config(arg=None):
     )
     # NLL and token accuracy on num_examples validation records and a grid of `samples`
     # samples at each eval; at the end, the judge on judge_per_task test records
-    # of each task (held-out combinations and words), decoded with the conv decoder.
+    # of each task (held-out combinations and words), decoded with the conv decoder, and
+    # `episodes` 3-turn edit episodes chained through sessions. Every curve_every_minutes
+    # of training (and at the end) the judge on curve_per_task validation records each of
+    # single objects, compose, write and edit: curve.jsonl, the learning curve.
     config.eval = ml_collections.ConfigDict(
-        {"num_examples": 256, "batch_size": 64, "samples": 16, "judge_per_task": 300}
+        {
+            "num_examples": 256,
+            "batch_size": 64,
+            "samples": 16,
+            "judge_per_task": 300,
+            "episodes": 64,
+            "curve_every_minutes": 10.0,
+            "curve_per_task": 32,
+        }
     )
     return config

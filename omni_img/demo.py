@@ -147,7 +147,7 @@ def _export(rolling_dir: pathlib.Path, out: pathlib.Path, timings) -> str:
 
 def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
     from omni_img.data import reading
-    from omni_img.evals.samples import evaluate_samples, load_stages
+    from omni_img.evals.samples import evaluate_episodes, evaluate_samples, load_stages
     from omni_img.sampling.ar import SamplingConfig
 
     stages = load_stages(str(tok_dir), str(gen_dir), str(roll_dir))
@@ -157,7 +157,7 @@ def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
         top_k=config.report.top_k,
         cfg_scale=config.report.cfg_scale,
     )
-    return evaluate_samples(
+    samples = evaluate_samples(
         stages,
         test,
         per_task=config.report.per_task,
@@ -167,6 +167,11 @@ def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
         grid_dir=workdir,
         ceiling=True,
     )
+    if config.report.get("episodes", 0):
+        samples["episodes"] = evaluate_episodes(
+            stages, test, count=config.report.episodes, sampling=sampling, seed=config.report.seed
+        )
+    return samples
 
 
 def render_markdown(report: dict) -> str:
@@ -219,6 +224,9 @@ def render_markdown(report: dict) -> str:
             single = ceiling["geneval"].get("single_object")
             if single is not None:
                 lines.append(f"  - single object {100 * single:.0f} %")
+    if "episodes" in samples:
+        episodes = episodes_line(samples["episodes"])
+        lines.append(f"- chained 3-turn edit episodes (conv decoder): {episodes}")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_seconds"].items())
     lines += ["", "## Timings", f"- {timings}", "", f"Bundle: {report['bundle']}", ""]
     return "\n".join(lines)
@@ -246,6 +254,19 @@ def judge_lines(summary: dict) -> list[str]:
         parts = ", ".join(f"{k} {percent(v)}" for k, v in summary["edit_ops"].items())
         lines.append(f"edit by op: {parts}")
     return lines
+
+
+def episodes_line(report: dict) -> str:
+    """'episodes 12 % (n=32); turn 1 40 %, 2 20 %, 3 25 %; all turns so far 40, 15, 12 %'."""
+    if not report.get("episodes"):
+        return "no 3-turn episode in the split"
+    turns = report["per_turn"]
+    each = ", ".join(f"{t['turn']} {100 * t['accuracy']:.0f} %" for t in turns)
+    so_far = ", ".join(f"{100 * t['all_turns_so_far']:.0f}" for t in turns)
+    return (
+        f"every turn right {100 * report['episode_accuracy']:.0f} % (n={report['episodes']}); "
+        f"by turn {each}; all turns so far {so_far} %"
+    )
 
 
 def ocr_line(ocr: dict) -> str:

@@ -46,3 +46,22 @@ def test_report_puts_the_tokenizer_ceiling_beside_the_decoders_not_among_them():
     assert "tokenizer_ceiling decoder" not in text
     assert "no generator can beat them through the conv decoder): compose 75 % (n=4)" in text
     assert "  - single object 75 %" in text
+
+
+def test_report_gives_chained_episodes_by_turn():
+    from omni_img.demo import episodes_line
+
+    report = {
+        "episodes": 8,
+        "turns": 3,
+        "episode_accuracy": 0.125,
+        "per_turn": [
+            {"turn": 1, "accuracy": 0.5, "all_turns_so_far": 0.5},
+            {"turn": 2, "accuracy": 0.25, "all_turns_so_far": 0.25},
+            {"turn": 3, "accuracy": 0.5, "all_turns_so_far": 0.125},
+        ],
+    }
+    assert episodes_line(report) == (
+        "every turn right 12 % (n=8); by turn 1 50 %, 2 25 %, 3 50 %; all turns so far 50, 25, 12 %"
+    )
+    assert episodes_line({"episodes": 0}) == "no 3-turn episode in the split"

@@ -159,6 +159,25 @@ def reconstruct(pipeline, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def chained_episodes(pipeline, source, *, count: int, seed: int, decoder: str, sampling):
+    """`count` 3-turn edit episodes of `source` run through the pipeline's sessions (each
+    turn edits the bundle's own previous image) and judged turn by turn."""
+    from omni_img.evals import episodes as episodes_lib
+
+    chosen = episodes_lib.chained_episodes(source, count)
+    sessions = [pipeline.new_session(np.asarray(e[0]["source_image"], np.uint8)) for e in chosen]
+    seeds = iter(range(seed, seed + 3 * len(chosen)))
+
+    def run_turn(sessions, instructions) -> np.ndarray:
+        return np.stack([
+            pipeline.generate(text, session=session, seed=next(seeds), decoder=decoder,
+                              sampling=sampling)
+            for session, text in zip(sessions, instructions, strict=True)
+        ])  # fmt: skip
+
+    return episodes_lib.judge_chained(chosen, sessions, run_turn)
+
+
 def fid_available(inception_weights: str | None) -> str | None:
     """None if the FID weights can be loaded, else why not (one line)."""
     from omni_img.evals import weights
@@ -209,8 +228,10 @@ def evaluate_bundle(
     batch_size: int = 50,
     inception_weights: str | None = None,
     progress: bool = False,
+    episodes: int = 0,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], list[dict[str, Any]]]:
-    """(report, {decoder: images}, records) for the bundle's `pipeline` on `source`."""
+    """(report, {decoder: images}, records) for the bundle's `pipeline` on `source`;
+    with `episodes`, also that many chained 3-turn edit episodes (`chained_episodes`)."""
     from omni_img.evals import images as image_lib
     from omni_img.evals.generation import judge_records
     from omni_img.sampling.ar import DEFAULT_SAMPLING
@@ -246,6 +267,11 @@ def evaluate_bundle(
     for decoder in decoders:
         summary, _ = judge_records(made[decoder], records)
         report["decoders"][decoder] = {"judge": summary}
+
+    if episodes:
+        report["episodes"] = chained_episodes(
+            pipeline, source, count=episodes, seed=seed, decoder=decoders[0], sampling=sampling
+        )
 
     truth = np.stack([np.asarray(r["image"], np.uint8) for r in records])
     recon = reconstruct(pipeline, truth)
@@ -356,6 +382,13 @@ def markdown_bundle_report(report: Mapping[str, Any]) -> str:
     if "skipped" in report["fid"]:
         lines.append(f"- FID skipped: {report['fid']['skipped']}")
     lines += [f"- note: {n}" for n in report.get("notes", [])]
+    if report.get("episodes", {}).get("episodes"):
+        chained = report["episodes"]
+        turns = ", ".join(f"{100 * t['accuracy']:.0f} %" for t in chained["per_turn"])
+        lines.append(
+            f"- chained 3-turn edit episodes ({decoders[0]} decoder, n={chained['episodes']}): "
+            f"every turn right {100 * chained['episode_accuracy']:.0f} %; by turn {turns}"
+        )
     lines += ["", "| metric | " + " | ".join(decoders) + " |", "|---" * (len(decoders) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(map(_fmt, values)) + " |" for name, values in rows]
     return "\n".join(lines)

@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bundle.add_argument("--per_task", type=int, default=32, help="records per task (default 32)")
     bundle.add_argument("--seed", type=int, default=0, help="record i is generated with seed+i")
     bundle.add_argument(
+        "--episodes", type=int, default=16, help="chained 3-turn edit episodes (0 = none)"
+    )
+    bundle.add_argument(
         "--decoder",
         nargs="+",
         default=["rolling"],
@@ -176,6 +179,8 @@ def _prompt_use_main(args: argparse.Namespace) -> int:
 def _bundle_main(args: argparse.Namespace) -> int:
     if args.per_task < 1:
         raise UserError(f"--per_task must be at least 1, got {args.per_task}")
+    if args.episodes < 0:
+        raise UserError(f"--episodes must be at least 0, got {args.episodes}")
     from omni_img.data import reading
     from omni_img.evals import bundle_eval
     from omni_img.export.bundle import load_bundle
@@ -202,6 +207,7 @@ def _bundle_main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         inception_weights=args.inception_weights,
         progress=sys.stderr.isatty(),
+        episodes=args.episodes,
     )
     report = {"bundle": os.path.basename(os.path.normpath(args.bundle)),
               "bundle_id": bundle.bundle_id, **report}  # fmt: skip

@@ -202,3 +202,88 @@ def _first_per_task(source, per_task: int) -> list[dict]:
         if len(counts) == 3 and all(n >= per_task for n in counts.values()):
             break
     return chosen
+
+
+def session_turns(stages: Stages, sampling: ar.SamplingConfig, seed: int, batch_size: int = 32):
+    """A `RunTurn` for `episodes.judge_chained`: samples every session's next turn with
+    the generator (batches of `batch_size`), records it, decodes with the conv decoder."""
+    _, decode = tokenizer_fns(stages.tokenizer)
+    calls = iter(range(1 << 30))
+
+    def run_turn(sessions, instructions) -> np.ndarray:
+        rng = jax.random.PRNGKey(seed + next(calls))
+        images = []
+        for start in range(0, len(sessions), batch_size):
+            chunk = list(zip(sessions, instructions, strict=True))[start : start + batch_size]
+            conds = [session.conditioning(text) for session, text in chunk]
+            cond = {k: np.concatenate([c[k] for c in conds]) for k in conds[0]}
+            params = stages.generator_params
+            tokens = np.asarray(ar.sample(stages.generator, params, cond, rng, sampling))
+            for (session, text), grid in zip(chunk, tokens, strict=True):
+                session.add_turn(text, grid[None])
+            images.append(to_uint8(np.asarray(decode(stages.tokenizer_params, tokens))))
+        return np.concatenate(images)
+
+    return run_turn
+
+
+def evaluate_episodes(
+    stages: Stages, source, *, count: int, sampling: ar.SamplingConfig, seed: int = 0, turns=3
+) -> dict[str, Any]:
+    """The first `count` `turns`-turn edit episodes of `source`, chained through sessions
+    (each turn edits the generator's own previous image) and judged turn by turn."""
+    from omni_img.evals.episodes import chained_episodes, judge_chained
+    from omni_img.sampling.session import Session
+
+    chosen = chained_episodes(source, count, turns)
+    encode, _ = tokenizer_fns(stages.tokenizer)
+    sessions = []
+    for episode in chosen:
+        start = np.asarray(episode[0]["source_image"], np.uint8)[None]
+        tokens = np.asarray(encode(stages.tokenizer_params, start))
+        cfg, text = stages.generator.cfg, stages.text_tokenizer
+        sessions.append(Session.for_model(cfg, text, tokens))
+    return judge_chained(chosen, sessions, session_turns(stages, sampling, seed))
+
+
+CURVE_GROUPS = ("single_object", "compose", "write", "edit")
+
+
+def curve_records(source, per_group: int) -> dict[str, list[dict]]:
+    """A fixed sample for learning curves: the first `per_group` records of each of
+    `CURVE_GROUPS` in `source` ("compose": scenes of 2-3 objects; single objects apart)."""
+    chosen: dict[str, list[dict]] = {group: [] for group in CURVE_GROUPS}
+    for index in range(len(source)):
+        record = source[index]
+        group = reading.text(record["task"])
+        if group == "compose" and reading.text(record.get("category")) == "single_object":
+            group = "single_object"
+        if group in chosen and len(chosen[group]) < per_group:
+            chosen[group].append(record)
+        if all(len(records) >= per_group for records in chosen.values()):
+            break
+    return chosen
+
+
+def judge_curve_sample(
+    stages: Stages,
+    groups: Mapping[str, Sequence[Mapping[str, Any]]],
+    sampling: ar.SamplingConfig,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """{"<group>": judge accuracy} of generated images (conv decoder) for each group of
+    `curve_records`, and "write_exact" (OCR exact match of the write group)."""
+    scores: dict[str, float] = {}
+    for group, records in groups.items():
+        if not records:
+            continue
+        images = np.concatenate([
+            generate_images(stages, records[s : s + batch_size], sampling, seed + s)["conv"]
+            for s in range(0, len(records), batch_size)
+        ])  # fmt: skip
+        summary, _ = judge_records(images, records)
+        scores[group] = float(summary["accuracy"])
+        if group == "write" and "write_ocr" in summary:
+            scores["write_exact"] = float(summary["write_ocr"]["exact_match"])
+    return scores

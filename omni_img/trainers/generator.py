@@ -29,6 +29,7 @@ from omni_img.data.tokenized import TokenizedSource
 from omni_img.errors import UserError
 from omni_img.evals.images import save_grid
 from omni_img.models.generator import Generator, generator_loss, make_generator
+from omni_img.sampling import ar
 from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
 from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
@@ -203,6 +204,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         report = validation_metrics(model, eval_source, transform, config, state.ema_params)
         return {**report, **samples(to_host(state.ema_params), int(state.step), final)}
 
+    def curve_point(state, *, train_minutes: float):
+        return samples.curve_point(to_host(state.ema_params), int(state.step), train_minutes)
+
     result = fit(
         config,
         workdir_path,
@@ -212,6 +216,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         data_iterator=data_iterator,
         writer=writer,
         hooks=[(config.eval_every, evaluate_now)],
+        minute_hooks=[(float(config.eval.get("curve_every_minutes", 0.0)), curve_point)],
         description="generator",
     )
 
@@ -219,6 +224,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if (stopped := stopped_report(result, writer)) is not None:
         return stopped
     report = evaluate_now(result.state, final=True)
+    if config.eval.get("curve_every_minutes", 0.0) > 0:  # the curve's last mark: the end
+        report.update(curve_point(result.state, train_minutes=result.train_minutes))
     return finish_report(report, result, writer, workdir_path / "generator_eval.json")
 
 
@@ -231,7 +238,13 @@ class SampleJudge:
     also judges `config.eval.judge_per_task` samples of each task of the dataset's test
     split (held-out combinations and words) and writes `samples_test_<task>_conv.png`;
     `test_judge_ceiling` is the judge on the tokenizer's reconstructions of the same
-    records, the most the conv decoder lets any generator score on them.
+    records, the most the conv decoder lets any generator score on them; and
+    `test_episodes` runs `config.eval.episodes` 3-turn edit episodes of the test split
+    through sessions, each turn editing the generator's own previous image.
+
+    `curve_point` judges a fixed validation sample (`config.eval.curve_per_task` records
+    each of single objects, compose, write and edit) and appends it to `curve.jsonl`
+    with the training minutes: the learning curve variants are compared on.
     """
 
     def __init__(self, model, config, eval_source, transform, workdir: pathlib.Path):
@@ -239,6 +252,10 @@ class SampleJudge:
         self.eval_source, self.transform = eval_source, transform
         self.tokenizer_workdir = eval_source.metadata.get("tokenizer_workdir", "")
         self._tokenizer = None
+        self._curve_records = None
+        # A resumed run's curve goes on from its last mark (the minutes between that
+        # mark and the interruption are not counted: up to one interval).
+        self.minutes_before = _last_curve_minutes(workdir / CURVE_FILE)
 
     def _stages(self, params):
         from omni_img.evals.samples import Stages
@@ -252,12 +269,12 @@ class SampleJudge:
 
     def __call__(self, params, step: int, final: bool) -> dict:
         from omni_img.evals.images import to_uint8
-        from omni_img.evals.samples import evaluate_samples, tokenizer_fns
-        from omni_img.sampling import ar
+        from omni_img.evals.samples import evaluate_episodes, evaluate_samples, tokenizer_fns
 
         count = min(int(self.config.eval.get("samples", 0)), len(self.eval_source))
         per_task = int(self.config.eval.get("judge_per_task", 0)) if final else 0
-        if not self.tokenizer_workdir or not (count or per_task):
+        episodes = int(self.config.eval.get("episodes", 0)) if final else 0
+        if not self.tokenizer_workdir or not (count or per_task or episodes):
             return {}
         stages = self._stages(params)
         sampling = ar.SamplingConfig(**self.config.sampling.to_dict())
@@ -278,7 +295,41 @@ class SampleJudge:
             )  # fmt: skip
             report["test_judge"] = judged["conv"]
             report["test_judge_ceiling"] = judged["tokenizer_ceiling"]
+        if episodes:
+            test = open_split(self.config.data, "test")
+            report["test_episodes"] = evaluate_episodes(
+                stages, test, count=episodes, sampling=sampling
+            )
         return report
+
+    def curve_point(self, params, step: int, train_minutes: float) -> dict:
+        """Judge the fixed validation sample; append {step, train_minutes, accuracy per
+        group} to curve.jsonl; returns it as `curve_*` scalars for the metrics."""
+        from omni_img.evals.samples import curve_records, judge_curve_sample
+
+        per_group = int(self.config.eval.get("curve_per_task", 0))
+        if not self.tokenizer_workdir or per_group <= 0:
+            return {}
+        if self._curve_records is None:
+            split = open_split(self.config.data, self.config.data.eval_split)
+            self._curve_records = curve_records(split, per_group)
+        sampling = ar.SamplingConfig(**self.config.sampling.to_dict())
+        scores = judge_curve_sample(self._stages(params), self._curve_records, sampling)
+        minutes = round(self.minutes_before + train_minutes, 2)
+        if jax.process_index() == 0:
+            with open(self.workdir / CURVE_FILE, "a") as f:
+                f.write(json.dumps({"step": step, "train_minutes": minutes, **scores}) + "\n")
+        return {"curve_train_minutes": minutes, **{f"curve_{k}": v for k, v in scores.items()}}
+
+
+CURVE_FILE = "curve.jsonl"
+
+
+def _last_curve_minutes(path: pathlib.Path) -> float:
+    if not path.is_file():
+        return 0.0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return float(json.loads(lines[-1])["train_minutes"]) if lines else 0.0
 
 
 def validation_metrics(model, source, transform, config, params) -> dict[str, float]:

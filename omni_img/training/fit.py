@@ -65,10 +65,14 @@ def fit(
     data_iterator,
     writer: MetricsWriter,
     hooks=(),
+    minute_hooks=(),
     description: str = "train",
     prepare_batch: Callable[[dict], dict] | None = None,
 ) -> LoopResult:
     """Shard -> Step -> Restore -> Loop. Returns the loop's result (final state inside).
+
+    `hooks` run every so many steps, `minute_hooks` every so many training minutes
+    (see `run_loop`).
 
     `prepare_batch`, if given, maps each global batch (on device) to what the step
     takes, e.g. adds a frozen encoder's outputs; `stage.example_batch` describes its
@@ -113,6 +117,7 @@ def fit(
                 profile_dir=str(workdir / "profile"),
                 max_seconds=config.max_minutes * 60.0,
                 every_step_hooks=tuple(hooks),
+                minute_hooks=tuple(minute_hooks),
                 description=description,
             )
     finally:

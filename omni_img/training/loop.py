@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import signal
 import threading
@@ -53,8 +54,42 @@ class LoopResult:
     state: TrainState
     steps_run: int
     compile_seconds: float
-    train_seconds: float
+    train_seconds: float  # wall time of the loop, hooks included
+    train_minutes: float = 0.0  # training time alone, as minute hooks count it
     stopped_by_signal: bool = False
+
+
+MinuteHook = Callable[..., Mapping[str, float] | None]  # fn(state, *, train_minutes)
+
+
+class _TrainingClock:
+    """Training time since `start` without the time spent in hooks, and which minute
+    marks (one list of marks per minute hook: every `minutes`) have been passed."""
+
+    def __init__(self, start: float, every_minutes: list[float]):
+        self.start, self.excluded = start, 0.0
+        self.every = every_minutes
+        self.next_mark = list(every_minutes)
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.start - self.excluded) / 60.0
+
+    def marks_due(self) -> tuple[bool, ...]:
+        now = self.minutes()
+        return tuple(every > 0 and now >= mark for every, mark in zip(self.every, self.next_mark))
+
+    def passed(self, marks) -> None:
+        for i, mark in enumerate(marks):
+            while mark and self.next_mark[i] <= self.minutes():
+                self.next_mark[i] += self.every[i]
+
+    @contextlib.contextmanager
+    def paused(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - start
 
 
 @contextlib.contextmanager
@@ -89,6 +124,7 @@ def run_loop(
     every_step_hooks: tuple[
         tuple[int, Callable[[TrainState], Mapping[str, float] | None]], ...
     ] = (),
+    minute_hooks: tuple[tuple[float, MinuteHook], ...] = (),
     description: str = "train",
 ) -> LoopResult:
     """Run `step_fn` from `state.step` to `num_steps`; return the final state.
@@ -96,6 +132,9 @@ def run_loop(
     `step_fn` is the jitted train step; it is lowered and compiled here on the first
     batch. `every_step_hooks` are `(every, fn(state) -> scalars)` pairs (evals,
     sample grids) run on host after the step that is a multiple of `every`.
+    `minute_hooks` are `(minutes, fn(state, train_minutes) -> scalars)` pairs run each
+    time another `minutes` of training time has passed: time spent in hooks does not
+    count, so two runs' marks compare at equal training minutes (learning curves).
     `max_seconds > 0` stops early (with a checkpoint) once the time budget is spent.
     """
     start_step = int(jax.device_get(state.step))
@@ -115,6 +154,7 @@ def run_loop(
     step = start_step
     train_start = time.perf_counter()
     window_start, window_steps = train_start, 0
+    clock = _TrainingClock(train_start, [minutes for minutes, _ in minute_hooks])
     bar = tqdm(
         total=num_steps,
         initial=start_step,
@@ -143,15 +183,22 @@ def run_loop(
                     window_start, window_steps = time.perf_counter(), 0
             pending = (step, metrics)
             bar.update(1)
-            for every, hook in every_step_hooks:
-                if every > 0 and step % every == 0:
+            due = [hook for every, hook in every_step_hooks if every > 0 and step % every == 0]
+            save_by_time, stop_requested, out_of_time, *marks = _timed_decisions(
+                step, log_every, single_process, checkpointer, stop, max_seconds, clock
+            )
+            due += [
+                functools.partial(hook, train_minutes=clock.minutes())
+                for (_, hook), mark in zip(minute_hooks, marks, strict=True)
+                if mark
+            ]
+            clock.passed(marks)
+            with clock.paused():
+                for hook in due:
                     with unsharded():  # hooks evaluate host copies of the params
                         scalars = hook(state)
                     if scalars and writer is not None:
                         writer.write(step, scalars)
-            save_by_time, stop_requested, out_of_time = _timed_decisions(
-                step, log_every, single_process, checkpointer, stop, max_seconds, train_start
-            )
             # Save before drawing the next batch: the saved iterator position must
             # match the saved state, so resume continues on the exact next batch.
             if checkpointer is not None and (checkpointer.due_by_steps(step) or save_by_time):
@@ -174,19 +221,23 @@ def run_loop(
         steps_run=step - start_step,
         compile_seconds=compile_seconds,
         train_seconds=time.perf_counter() - train_start,
+        train_minutes=clock.minutes(),
         stopped_by_signal=stopped_by_signal,
     )
 
 
-def _timed_decisions(step, log_every, single_process, checkpointer, stop, max_seconds, start):
-    """(save because every_minutes passed, SIGTERM seen, time budget spent), the same on
-    every process: several processes decide only every `log_every` steps, together."""
+def _timed_decisions(step, log_every, single_process, checkpointer, stop, max_seconds, clock):
+    """(save because every_minutes passed, SIGTERM seen, time budget spent, then one flag
+    per minute hook: its mark passed), the same on every process: several processes
+    decide only every `log_every` steps, together. The budget counts wall time."""
+    marks = clock.marks_due()
     if not (single_process or step % log_every == 0):
-        return False, False, False
+        return (False, False, False, *(False for _ in marks))
     local = (
         checkpointer is not None and checkpointer.due_by_time(),
         stop.is_set(),
-        max_seconds > 0 and time.perf_counter() - start >= max_seconds,
+        max_seconds > 0 and time.perf_counter() - clock.start >= max_seconds,
+        *marks,
     )
     return local if single_process else agree_any(local)
 

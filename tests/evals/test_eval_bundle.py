@@ -79,7 +79,11 @@ def test_eval_bundle_writes_the_report(bundle_dir, fake_split, tmp_path, capsys)
     assert report["fid"] == {"skipped": "--no_fid"}
     assert np.isfinite(report["tokenizer"]["psnr"]) and report["tokenizer"]["psnr"] > 0
     assert any("resized" in note for note in report["notes"])
+    chained = report["episodes"]  # the default 16, or as many as the 48 records hold
+    assert 1 <= chained["episodes"] <= 16 and len(chained["per_turn"]) == 3
+    assert 0.0 <= chained["episode_accuracy"] <= chained["per_turn"][0]["accuracy"] <= 1.0
     markdown = (out / "report.md").read_text()
+    assert "chained 3-turn edit episodes (conv decoder" in markdown
     assert "| judge: compose |" in markdown and "PSNR" in markdown
     assert "| judge: compose |" in stdout
     for task in ("compose", "edit", "write"):

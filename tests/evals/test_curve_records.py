@@ -1,0 +1,26 @@
+"""The learning curve's fixed validation sample: single objects apart from other scenes."""
+
+from omni_img.data import reading
+from omni_img.data.examples import example
+from omni_img.evals.samples import CURVE_GROUPS, curve_records
+
+
+def test_each_group_gets_its_first_records_and_single_objects_stand_apart():
+    records = [example(0, "validation", index) for index in range(120)]
+    groups = curve_records(records, per_group=4)
+    assert tuple(groups) == CURVE_GROUPS
+    assert all(len(chosen) == 4 for chosen in groups.values()), {
+        k: len(v) for k, v in groups.items()
+    }
+    assert all(reading.text(r["category"]) == "single_object" for r in groups["single_object"])
+    assert all(
+        reading.text(r["task"]) == "compose" and reading.text(r["category"]) != "single_object"
+        for r in groups["compose"]
+    )
+    assert {reading.text(r["task"]) for r in groups["write"]} == {"write"}
+    # Fixed: the same records at every mark, in dataset order.
+    again = curve_records(records, per_group=4)
+    assert [int(r["index"]) for r in again["edit"]] == [int(r["index"]) for r in groups["edit"]]
+    assert [int(r["index"]) for r in groups["edit"]] == sorted(
+        int(r["index"]) for r in groups["edit"]
+    )
