@@ -227,36 +227,64 @@ def _init(cfg: RollingDecoderConfig, rng, base_params=None):
 
 def evaluate(cfg, params, source, transform, generator, config, workdir) -> dict:
     """PSNR against the ground truth of the rolling decoder (both modes) and of the
-    tokenizer's conv decoder, on the same ground-truth tokens; a comparison grid."""
+    tokenizer's conv decoder, on the same ground-truth tokens; a comparison grid; and,
+    with `config.eval.rfid_images` > 0, the rFID of the conv and rolling decoders."""
     generator_model, generator_params = generator
     _, conv_model, conv_params = tokenizer_stage.load_workdir(config.tokenizer_workdir)
     conv_decode = jax.jit(lambda p, ids: conv_model.apply({"params": p}, ids, method="decode"))
     embed = jax.jit(lambda b: text_embeddings(generator_model, generator_params, b))
-    count = min(int(config.eval.num_examples), len(source))
-    batch_size = int(config.eval.batch_size)
     rng = jax.random.PRNGKey(config.seed)
-    truth, decoded = [], {"conv": [], "sequential": [], "rolling": []}
-    for start in range(0, count, batch_size):
-        rows = [transform(source[i]) for i in range(start, min(start + batch_size, count))]
-        batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
-        e, mask = embed({k: v for k, v in batch.items() if k != "image"})
-        truth.append(batch["image"])
-        ids = jnp.asarray(batch["target_tokens"])
-        decoded["conv"].append(to_uint8(np.asarray(conv_decode(conv_params, ids))))
-        for mode in ("sequential", "rolling"):
-            image, _ = rolling_sampling.sample(params, cfg, ids, e, mask, rng, mode=mode)
-            decoded[mode].append(to_uint8(np.asarray(image)))
-    truth = np.concatenate(truth)
+
+    def decode(count: int, modes: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Ground truth and each mode's decoding of the first `count` records' tokens."""
+        truth, decoded = [], {mode: [] for mode in modes}
+        batch_size = int(config.eval.batch_size)
+        for start in range(0, count, batch_size):
+            rows = [transform(source[i]) for i in range(start, min(start + batch_size, count))]
+            batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+            e, mask = embed({k: v for k, v in batch.items() if k != "image"})
+            truth.append(batch["image"])
+            ids = jnp.asarray(batch["target_tokens"])
+            for mode in modes:
+                if mode == "conv":
+                    image = conv_decode(conv_params, ids)
+                else:
+                    image, _ = rolling_sampling.sample(params, cfg, ids, e, mask, rng, mode=mode)
+                decoded[mode].append(to_uint8(np.asarray(image)))
+        return np.concatenate(truth), {m: np.concatenate(v) for m, v in decoded.items()}
+
+    count = min(int(config.eval.num_examples), len(source))
+    truth, decoded = decode(count, ("conv", "sequential", "rolling"))
     report: dict = {"eval_examples": int(count)}
     for name, images in decoded.items():
-        report[f"psnr_{name}"] = float(np.mean(psnr(truth, np.concatenate(images))))
+        report[f"psnr_{name}"] = float(np.mean(psnr(truth, images)))
     report["rolling_minus_conv_db"] = report["psnr_rolling"] - report["psnr_conv"]
     shown = min(count, 8)
-    rows = [truth[:shown]] + [np.concatenate(decoded[m])[:shown] for m in decoded]
+    rows = [truth[:shown]] + [images[:shown] for images in decoded.values()]
     grid_path = workdir / "rolling_vs_conv.png"
     if jax.process_index() == 0:
         save_grid(np.concatenate(rows), grid_path, columns=shown)
     report["grid"] = str(grid_path)
+    rfid_count = min(int(config.eval.get("rfid_images", 0)), len(source))
+    if rfid_count > 0:
+        report["rfid"] = decoder_rfid(*decode(rfid_count, ("conv", "rolling")))
+    return report
+
+
+def decoder_rfid(truth: np.ndarray, decoded: dict[str, np.ndarray]) -> dict:
+    """FID (real Inception weights, StyleGAN3's preprocessing) of each decoder's images
+    against the ground truth they decode; {"skipped": why} without the weights."""
+    from omni_img.evals import fid, weights
+
+    try:
+        params = weights.load_fid_params()
+    except UserError as error:
+        return {"skipped": str(error)}
+    extractor = fid.FeatureExtractor(params, "stylegan3", 50)
+    reference = fid.compute_stats(truth, extractor)[:2]
+    report = {"images": len(truth), "preprocessing": "stylegan3"}
+    for name, images in decoded.items():
+        report[name] = fid.frechet_distance(*fid.compute_stats(images, extractor)[:2], *reference)
     return report
 
 
