@@ -104,7 +104,7 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
     """`torch._utils._rebuild_tensor_v2`: a strided view of a flat storage, copied out.
 
     ValueError unless the view lies inside the storage and the copy needs no more bytes
-    than the storage holds: a file never allocates more than its own storages."""
+    than the storage holds: no size a file claims makes one tensor larger than that."""
     del rest  # requires_grad, backward hooks, metadata: irrelevant for inference.
     if not isinstance(storage, np.ndarray) or storage.ndim != 1:
         raise ValueError("tensor rebuilt from something that is not a storage")

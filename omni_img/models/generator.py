@@ -196,9 +196,12 @@ def check_generator_config(cfg: GeneratorConfig) -> GeneratorConfig:
             f"generator: model.group={cfg.group} does not divide the token grid "
             f"{cfg.grid_h}x{cfg.grid_w}"
         )
-    for key, slots in (("group", cfg.group * cfg.group), ("text_group", cfg.text_group)):
-        if cfg.dim % slots:
-            shown = f"model.group²={slots}" if key == "group" else f"model.text_group={slots}"
+    # A decoder position embeds group² tokens side by side, an encoder position text_group
+    # bytes: each gets an equal share of the width.
+    slots = {f"model.group²={cfg.group**2}": cfg.group**2,
+             f"model.text_group={cfg.text_group}": cfg.text_group}  # fmt: skip
+    for shown, count in slots.items():
+        if cfg.dim % count:
             raise UserError(f"generator: model.dim={cfg.dim} does not split into {shown} slots")
     return cfg
 
