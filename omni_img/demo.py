@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
     preflight.require(REQUIRED_TOOLS, "the main job")
     config = load_config(find_config(args.config), args.overrides)
     split_cpu(config.get("cpu_devices", 0))  # before anything starts JAX
+    check_job_config(config)  # every stage's keys, before the first stage trains
     try:
         report = run(config, pathlib.Path(args.workdir))
     except StageStopped as stopped:
@@ -64,6 +65,23 @@ def main(args: argparse.Namespace) -> int:
         return 0  # like `omni-img train` after SIGTERM: the checkpoint is the result
     print(f"report: {report['report_md']}")
     return 0
+
+
+REPORT_KEYS = ("per_task", "seed", "temperature", "top_k", "cfg_scale", "decoders")
+
+
+def check_job_config(config) -> None:
+    """UserError naming the first key of the job's config that nothing reads: its own
+    keys, `report.*`, and each stage's config against that stage's keys."""
+    from omni_img.config.schema import check_keys, leaves, stage_keys
+
+    stages = ("tokenizer", "generator", "rolling")
+    known = {**leaves("dataset", "cpu_devices", "data_dir"), "report": leaves(*REPORT_KEYS)}
+    check_keys(config, {**known, **{stage: stage_keys(stage) for stage in stages}})
+    for stage in stages:
+        if config.get(stage) is None or config[stage].get("stage") != stage:
+            found = config[stage].get("stage") if stage in config else None
+            raise UserError(f"config.{stage}.stage={found!r}: the job trains it as {stage!r}")
 
 
 class StageStopped(Exception):

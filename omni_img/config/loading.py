@@ -17,7 +17,8 @@ OVERRIDE_PREFIX = "--config."
 def load_config(spec: str, overrides: list[str] | None = None) -> ml_collections.ConfigDict:
     """Load `path/to/experiment.py[:arg]`, apply overrides, return the ConfigDict.
 
-    Validation (mesh shapes, batch divisibility, ...) is separate: `validate_config`.
+    Validation (every key against its stage's schema, mesh shapes, batch divisibility,
+    ...) is separate: `validate_config`.
     """
     path_text, _, arg = spec.partition(":")
     path = pathlib.Path(path_text)
@@ -31,7 +32,15 @@ def load_config(spec: str, overrides: list[str] | None = None) -> ml_collections
         raise UserError(f"config file {path_text} failed to load: {error!r}") from error
     if not hasattr(module, "get_config"):
         raise UserError(f"config file {path_text} defines no get_config(arg)")
-    config = module.get_config(arg or None)
+    try:
+        config = module.get_config(arg or None)
+    except UserError:
+        raise
+    except Exception as error:  # e.g. ml_collections refusing a value of another type
+        message = " ".join(str(error).split())
+        raise UserError(
+            f"config file {path_text}: get_config failed: {type(error).__name__}: {message}"
+        ) from error
     if not isinstance(config, ml_collections.ConfigDict):
         raise UserError(f"{path_text}: get_config must return an ml_collections.ConfigDict")
     apply_overrides(config, overrides or [])
@@ -57,14 +66,15 @@ def _resolve_parent(config: ml_collections.ConfigDict, dotted: str):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
             prefix = ".".join(parts[:depth])
-            raise UserError(_unknown_key_message(dotted, part, known, prefix))
+            raise UserError(unknown_key_message(dotted, part, known, prefix))
         if depth == len(parts) - 1:
             return node, part
         node = node[part]
     raise AssertionError("unreachable")
 
 
-def _unknown_key_message(dotted: str, part: str, known: list[str], prefix: str) -> str:
+def unknown_key_message(dotted: str, part: str, known: list[str], prefix: str) -> str:
+    """`config.<dotted>` is unknown: `part` is not among `known`, the keys under `prefix`."""
     guess = difflib.get_close_matches(part, known, n=1)
     where = f" under config.{prefix}" if prefix else ""
     hint = f"; did you mean config.{prefix + '.' if prefix else ''}{guess[0]}?" if guess else ""

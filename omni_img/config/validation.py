@@ -7,6 +7,7 @@ import pathlib
 
 import ml_collections
 
+from omni_img.config.schema import check_stage_keys
 from omni_img.errors import UserError
 from omni_img.sharding.mesh import BATCH_AXES, resolve_mesh_shape
 
@@ -61,8 +62,10 @@ def validate_config(
 ) -> dict[str, int]:
     """Validate a training config; return the resolved mesh shape.
 
-    Raises UserError (one line, naming the key) on the first problem found.
+    Raises UserError (one line, naming the key) on the first problem found; the first
+    check is that every key of the config is one its stage knows.
     """
+    check_stage_keys(config)
     for dotted, expected in COMMON_SCHEMA.items():
         value = _lookup(config, dotted)
         if isinstance(value, bool) and expected in (int, float):

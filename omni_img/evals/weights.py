@@ -147,12 +147,7 @@ def load_fid_params(path: str | None = None, verify: bool = True) -> dict[str, A
     path = fid_weights_path(path)
     if verify:
         _verify_known(path)
-    try:
-        state = torch_zip.load_state_dict(path)
-    except torch_zip.UnsafePickleError as error:
-        raise UserError(str(error)) from None
-    except (ValueError, zipfile.BadZipFile, EOFError, KeyError, struct.error) as error:
-        raise UserError(f"{path}: not a readable torch weights file ({error})") from None
+    state = torch_zip.load_state_dict(path)  # any problem: a UserError naming the file
     try:
         if any(k.startswith("net.layers.") for k in state):
             return inception.params_from_torchscript(state)

@@ -16,15 +16,16 @@ Layout of a bundle (every file but the manifest is listed in it with its sha256 
 No pickle anywhere: JSON, ``np.savez`` read with ``allow_pickle=False``, and StableHLO.
 ``export_bundle`` writes into a temporary sibling directory and renames it into place, so
 an interrupted export never leaves a directory that looks like a bundle. ``load_bundle``
-checks the manifest before it reads a parameter: every listed file present with its size
-and sha256, every required file listed, the bundle id consistent.
+checks the manifest before it reads a parameter (omni_img/export/manifest.py): every
+field present and of its type, every listed file present with its size and sha256, every
+required file listed, the bundle id consistent. The hashes detect corruption, not
+tampering.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import pathlib
@@ -36,25 +37,26 @@ from typing import Any
 import numpy as np
 
 from omni_img.errors import UserError
+from omni_img.export.manifest import (  # noqa: F401  (bundle_id, FORMAT: part of this API)
+    DTYPES,
+    EXPORTED,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    REQUIRED,
+    STAGES,
+    bundle_id,
+    check_fields,
+    make_manifest,
+    verify_bundle,
+)
 
-FORMAT = "omni_img.bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-STAGES = ("tokenizer", "generator", "rolling")
-REQUIRED = ("model.json", "text_tokenizer.json", *(f"params/{s}.npz" for s in STAGES))
-DTYPES = ("float32", "bfloat16")
 # StableHLO is lowered for all of these when it can be (only CPU is tested here).
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
-# name -> (what it computes, arguments). All at batch 1; keys are raw uint32[2] PRNG keys.
-EXPORTED = {
-    "ar_sample_b1": "tokens (1,h,w) int32 <- (generator params, conditioning dict, key); "
-    "the AR sampler with the manifest's sampling config",
-    "text_embed_b1": "(E (1,S,D), mask (1,S)) <- (generator params, conditioning dict)",
-    "rolling_decode_b1": "image (1,H,W,3) in [-1,1] <- (rolling params, tokens, E, mask, key)",
-    "sequential_decode_b1": "image (1,H,W,3) in [-1,1] <- (rolling params, tokens, E, mask, key)",
-    "conv_decode_b1": "image (1,H,W,3) in [-1,1] <- (tokenizer params, tokens)",
-    "tokenize_b1": "tokens (1,h,w) int32 <- (tokenizer params, image (1,H,W,3) uint8)",
-}
+# model.json's fields: what `build_modules` reads
+MODEL_FIELDS = {"param_storage_dtype": DTYPES, "tokenizer": dict, "generator": dict,
+                "rolling": dict}  # fmt: skip
+TOKENIZER_FIELDS = {"spec": dict, "dtype": str}
 
 
 # ----------------------------------------------------------------------------- params
@@ -294,24 +296,6 @@ def export_functions(pipeline, sampling) -> dict[str, tuple[bytes, list[str]]]:
 # ----------------------------------------------------------------------------- manifest
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def bundle_id(manifest: Mapping[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON without its bundle_id."""
-    body = {k: v for k, v in manifest.items() if k != "bundle_id"}
-    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
-
-
 def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=1, sort_keys=True, default=list) + "\n").encode()
 
@@ -330,34 +314,6 @@ def bundle_files(stages: Mapping[str, Any], dtype: str, sampling):
         files[f"stablehlo/{name}.bin"] = blob
         platforms[name] = names
     return files, platforms
-
-
-def make_manifest(
-    files: Mapping[str, bytes], dtype: str, sampling, platforms: Mapping[str, list] | None = None
-) -> dict[str, Any]:
-    import jax
-
-    from omni_img import __version__
-
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "omni_img_version": __version__,
-        "jax_version": jax.__version__,
-        "dtype": dtype,
-        "files": {p: {"sha256": _sha256(b), "bytes": len(b)} for p, b in sorted(files.items())},
-        "exported": {
-            name: {
-                "file": f"stablehlo/{name}.bin",
-                "computes": what,
-                "platforms": (platforms or {}).get(name, [jax.default_backend()]),
-            }
-            for name, what in EXPORTED.items()
-        },
-        "sampling": dataclasses.asdict(sampling),
-    }
-    manifest["bundle_id"] = bundle_id(manifest)
-    return manifest
 
 
 # ----------------------------------------------------------------------------- export
@@ -431,46 +387,6 @@ def export_bundle(
 # ----------------------------------------------------------------------------- load
 
 
-def verify_bundle(path: str | pathlib.Path) -> dict[str, Any]:
-    """The manifest of a complete, untampered bundle; otherwise a UserError naming the file."""
-    root = pathlib.Path(path)
-    if not root.is_dir():
-        raise UserError(f"bundle {root} does not exist (or is not a directory)")
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise UserError(f"bundle {root} has no {MANIFEST}: incomplete or not a bundle")
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"bundle {root}: {MANIFEST} is corrupt (not valid JSON)") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserError(f"bundle {root}: {MANIFEST} is not an omni_img bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"bundle {root}: format version {manifest.get('format_version')}, this omni_img "
-            f"reads version {FORMAT_VERSION}"
-        )
-    if manifest.get("bundle_id") != bundle_id(manifest):
-        raise UserError(f"bundle {root}: {MANIFEST} was modified (bundle_id does not match)")
-    files = manifest.get("files", {})
-    needed = [*REQUIRED, *(e["file"] for e in manifest.get("exported", {}).values())]
-    for rel in needed:
-        if rel not in files:
-            raise UserError(f"bundle {root}: {MANIFEST} does not list the required file {rel}")
-    for rel, entry in files.items():
-        file = root / rel
-        if not file.is_file():
-            raise UserError(f"bundle {root}: file {rel} is missing")
-        if file.stat().st_size != entry["bytes"]:
-            raise UserError(
-                f"bundle {root}: file {rel} has {file.stat().st_size} bytes, the manifest "
-                f"says {entry['bytes']}"
-            )
-        if _file_sha256(file) != entry["sha256"]:
-            raise UserError(f"bundle {root}: file {rel} fails its sha256 check (modified)")
-    return manifest
-
-
 @dataclasses.dataclass
 class Bundle:
     """A loaded bundle: its manifest, id, the Pipeline, and its exported functions."""
@@ -493,14 +409,26 @@ class Bundle:
         return jax.export.deserialize(bytearray(blob))
 
 
+def _read_json(root: pathlib.Path, rel: str) -> Any:
+    try:
+        return json.loads((root / rel).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"bundle {root}: {rel} is not valid JSON") from None
+
+
 def load_bundle(path: str | pathlib.Path) -> Bundle:
     """Verify a bundle (see ``verify_bundle``) and build its Pipeline; no workdir needed."""
     from omni_img.tokenizers.text import from_json
 
     root = pathlib.Path(path)
     manifest = verify_bundle(root)
-    model = json.loads((root / "model.json").read_text())
-    text_tokenizer = from_json(json.loads((root / "text_tokenizer.json").read_text()))
+    model = _read_json(root, "model.json")
+    where = f"bundle {root}: model.json"
+    if not isinstance(model, dict):
+        raise UserError(f"{where} is not a JSON object")
+    check_fields(model, MODEL_FIELDS, where)
+    check_fields(model["tokenizer"], TOKENIZER_FIELDS, where, "tokenizer")
+    text_tokenizer = from_json(_read_json(root, "text_tokenizer.json"))
     tokenizer, generator, rolling_cfg = build_modules(model)
     dtype = model["param_storage_dtype"]
     params = {stage: _read_npz(root / f"params/{stage}.npz", dtype) for stage in STAGES}

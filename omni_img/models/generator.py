@@ -37,9 +37,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omni_img.models.ar_decoder import ARDecoder, from_groups, shift_right, to_groups
+from omni_img.config.loading import unknown_key_message
+from omni_img.errors import UserError
+from omni_img.models.ar_decoder import BLOCK_HEADS, ARDecoder, from_groups, shift_right, to_groups
 from omni_img.models.encoder import Encoder
-from omni_img.models.transformer import KVCache, init_kv_cache
+from omni_img.models.transformer import MLP_KINDS, KVCache, init_kv_cache
 from omni_img.tokenizers.text import BOS_ID, EOS_ID, PAD_ID
 
 CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
@@ -158,18 +160,50 @@ def t2i_256_config(**overrides) -> GeneratorConfig:
 
 
 def as_generator_config(model_cfg: Any) -> GeneratorConfig:
-    """A GeneratorConfig from itself, a dict or an ``ml_collections.ConfigDict``."""
+    """A validated GeneratorConfig from itself, a dict or an ``ml_collections.ConfigDict``
+    (the ``config.model`` block); UserError naming the key otherwise."""
     if isinstance(model_cfg, GeneratorConfig):
-        return model_cfg
+        return check_generator_config(model_cfg)
     if hasattr(model_cfg, "to_dict"):
         model_cfg = model_cfg.to_dict()
     if not isinstance(model_cfg, Mapping):
-        raise TypeError(f"model config must be a mapping, got {type(model_cfg).__name__}")
-    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
-    unknown = sorted(set(model_cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-    return GeneratorConfig(**dict(model_cfg))
+        raise UserError(f"config.model must be a group of keys, got {type(model_cfg).__name__}")
+    known = [f.name for f in dataclasses.fields(GeneratorConfig)]
+    for key in model_cfg:
+        if key not in known:
+            raise UserError(unknown_key_message(f"model.{key}", key, known, "model"))
+    return check_generator_config(GeneratorConfig(**dict(model_cfg)))
+
+
+def check_generator_config(cfg: GeneratorConfig) -> GeneratorConfig:
+    """``cfg``, once every value the modules would refuse at initialisation (with a
+    ValueError deep in a trace) is checked here; UserError naming the key otherwise."""
+    sizes = ("image_vocab_size", "grid_h", "grid_w", "max_text_len", "dim", "num_heads",
+             "dec_layers", "mlp_dim", "group", "text_group", "text_vocab_size")  # fmt: skip
+    for key in sizes:
+        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
+            raise UserError(f"generator: model.{key}={getattr(cfg, key)!r} must be an int ≥ 1")
+    dtypes = ("float32", "bfloat16")
+    choices = {"block_head": BLOCK_HEADS, "mlp_kind": MLP_KINDS, "dtype": dtypes,
+               "param_dtype": dtypes}  # fmt: skip
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(
+                f"generator: model.{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}"
+            )
+    if cfg.grid_h % cfg.group or cfg.grid_w % cfg.group:
+        raise UserError(
+            f"generator: model.group={cfg.group} does not divide the token grid "
+            f"{cfg.grid_h}x{cfg.grid_w}"
+        )
+    # A decoder position embeds group² tokens side by side, an encoder position text_group
+    # bytes: each gets an equal share of the width.
+    slots = {f"model.group²={cfg.group**2}": cfg.group**2,
+             f"model.text_group={cfg.text_group}": cfg.text_group}  # fmt: skip
+    for shown, count in slots.items():
+        if cfg.dim % count:
+            raise UserError(f"generator: model.dim={cfg.dim} does not split into {shown} slots")
+    return cfg
 
 
 class Generator(nn.Module):
@@ -265,7 +299,7 @@ class Generator(nn.Module):
 
 
 def make_generator(model_cfg: Any) -> Generator:
-    """The Generator for a GeneratorConfig, dict or ConfigDict (unknown keys: ValueError)."""
+    """The Generator for a GeneratorConfig, dict or ConfigDict (bad keys: UserError)."""
     return Generator(as_generator_config(model_cfg))
 
 

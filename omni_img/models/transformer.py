@@ -143,6 +143,9 @@ class RMSNorm(nn.Module):
         return (x * scale_D.astype(jnp.float32)).astype(self.dtype)
 
 
+MLP_KINDS = ("swiglu", "gelu")
+
+
 class Mlp(nn.Module):
     """Feed-forward layer: SwiGLU (three matrices) or GELU (two)."""
 
@@ -162,7 +165,7 @@ class Mlp(nn.Module):
         elif self.kind == "gelu":
             h_BxLxF = nn.gelu(dense(self.hidden_dim, ("embed", "mlp"), name="wi", **kw)(x_BxLxD))
         else:
-            raise ValueError(f"unknown mlp kind {self.kind!r} (swiglu or gelu)")
+            raise ValueError(f"unknown mlp kind {self.kind!r} (one of {MLP_KINDS})")
         h_BxLxF = nn.with_logical_constraint(h_BxLxF, ACT_BLF)
         return dense(d, ("mlp", "embed"), name="wo", **kw)(h_BxLxF)
 

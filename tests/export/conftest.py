@@ -68,7 +68,7 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundle_dir(trained_run, tmp_path_factory):
-    """A float32 bundle exported from `trained_run` (tests copy it before tampering)."""
+    """A float32 bundle exported from `trained_run` (tests copy it before corrupting it)."""
     from omni_img.export.bundle import export_bundle, resolve_run
 
     rolling, generator, tokenizer = resolve_run(trained_run)

@@ -1,4 +1,4 @@
-"""Bundles: round trip in a fresh process, tamper checks, StableHLO parity, atomic writes."""
+"""Bundles: round trip in a fresh process, corruption checks, StableHLO parity, atomic writes."""
 
 import json
 import os
@@ -189,3 +189,126 @@ def test_resolve_run_refuses_other_stages(trained_run, tmp_path):
         resolve_run(trained_run / "tokenizer")
     with pytest.raises(UserError, match="does not exist"):
         resolve_run(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------------- manifest fields
+# A bundle made here, of placeholder files: verification reads only the manifest and the
+# files' bytes, so none of these tests needs a trained run.
+
+
+def _placeholder_bundle():
+    files = {rel: b"placeholder" for rel in bundle_lib.REQUIRED}
+    files.update({f"stablehlo/{name}.bin": b"stablehlo" for name in bundle_lib.EXPORTED})
+    return files, bundle_lib.make_manifest(files, "float32", ar.DEFAULT_SAMPLING)
+
+
+def _write(tmp_path, files, manifest, refresh_id=True):
+    if refresh_id:  # a consistent id: only the field itself is wrong
+        manifest["bundle_id"] = bundle_lib.bundle_id(manifest)
+    return write_bundle(files, manifest, tmp_path / "bundle")
+
+
+def test_placeholder_bundle_verifies(tmp_path):
+    files, manifest = _placeholder_bundle()
+    assert bundle_lib.verify_bundle(_write(tmp_path, files, manifest)) == manifest
+
+
+FIELDS = [
+    ("format",), ("format_version",), ("omni_img_version",), ("jax_version",), ("dtype",),
+    ("files",), ("exported",), ("sampling",), ("bundle_id",),
+    ("files", "params/generator.npz", "sha256"), ("files", "model.json", "bytes"),
+    ("exported", "ar_sample_b1", "file"), ("exported", "tokenize_b1", "platforms"),
+    ("exported", "conv_decode_b1", "computes"),
+]  # fmt: skip
+
+
+def _field_name(path) -> str:
+    """files['model.json'].bytes: an entry of files or exported in brackets."""
+    entry = f"[{path[1]!r}]" if len(path) > 1 else ""
+    return path[0] + entry + "".join(f".{part}" for part in path[2:])
+
+
+def _expect_one_line(bundle, *parts):
+    with pytest.raises(UserError) as info:
+        bundle_lib.verify_bundle(bundle)
+    message = str(info.value)
+    assert "\n" not in message and str(bundle) in message, message
+    for part in parts:
+        assert part in message, message
+
+
+@pytest.mark.parametrize("path", FIELDS, ids=_field_name)
+def test_manifest_missing_a_field_is_one_line_naming_it(tmp_path, path):
+    files, manifest = _placeholder_bundle()
+    node = manifest
+    for part in path[:-1]:
+        node = node[part]
+    del node[path[-1]]
+    bundle = _write(tmp_path, files, manifest, refresh_id=path != ("bundle_id",))
+    _expect_one_line(bundle, f"has no field {_field_name(path)}")
+
+
+ILL_TYPED = [
+    (("format_version",), "1", "an int"),
+    (("dtype",), ["float32"], "a string"),
+    (("dtype",), "float16", "one of float32, bfloat16"),
+    (("files",), ["model.json"], "an object"),
+    (("exported",), "ar_sample_b1", "an object"),
+    (("sampling",), 1.0, "an object"),
+    (("bundle_id",), 7, "a string"),
+    (("files", "model.json"), "sha256", "an object"),
+    (("files", "model.json", "bytes"), "11", "an int"),
+    (("files", "model.json", "bytes"), True, "an int"),
+    (("files", "params/rolling.npz", "sha256"), None, "a string"),
+    (("exported", "ar_sample_b1"), [], "an object"),
+    (("exported", "ar_sample_b1", "file"), 3, "a string"),
+    (("exported", "ar_sample_b1", "platforms"), "cpu", "a list of strings"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path, value, kind", ILL_TYPED, ids=[f"{_field_name(p)}={v!r}" for p, v, _ in ILL_TYPED]
+)
+def test_manifest_field_of_the_wrong_type_is_one_line_naming_it(tmp_path, path, value, kind):
+    files, manifest = _placeholder_bundle()
+    node = manifest
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    bundle = _write(tmp_path, files, manifest, refresh_id=path != ("bundle_id",))
+    _expect_one_line(bundle, f"field {_field_name(path)} must be {kind}")
+
+
+def test_manifest_that_is_not_an_object_is_refused(tmp_path):
+    files, manifest = _placeholder_bundle()
+    bundle = _write(tmp_path, files, manifest)
+    (bundle / "manifest.json").write_text("[1, 2]")
+    _expect_one_line(bundle, "not an omni_img bundle manifest")
+
+
+def test_hash_mismatch_is_called_corruption(tmp_path):
+    """sha256 and bundle_id detect corruption, not tampering: whoever edits a file can
+    recompute them, so the messages say corrupt, not tampered or modified."""
+    files, manifest = _placeholder_bundle()
+    bundle = _write(tmp_path, files, manifest)
+    (bundle / "model.json").write_bytes(b"placeholdex")
+    _expect_one_line(bundle, "model.json", "corrupt")
+    (bundle / "model.json").write_bytes(b"placeholder")
+    text = (bundle / "manifest.json").read_text()
+    (bundle / "manifest.json").write_text(text.replace('"float32"', '"bfloat16"'))
+    _expect_one_line(bundle, "manifest.json", "corrupt")
+
+
+def test_model_json_missing_a_field_is_one_line(tmp_path):
+    from omni_img.tokenizers.text import make_text_tokenizer
+
+    files, _ = _placeholder_bundle()
+    files["model.json"] = json.dumps({"param_storage_dtype": "float32"}).encode()
+    files["text_tokenizer.json"] = json.dumps(make_text_tokenizer("bytes").to_json()).encode()
+    manifest = bundle_lib.make_manifest(files, "float32", ar.DEFAULT_SAMPLING)
+    bundle = write_bundle(files, manifest, tmp_path / "bundle")
+    with pytest.raises(UserError) as info:
+        load_bundle(bundle)
+    message = str(info.value)
+    assert "\n" not in message and str(bundle) in message and "model.json" in message, message
+    assert "has no field tokenizer" in message, message

@@ -185,7 +185,7 @@ def _bad_images(tmp_path):
 
 BAD_INPUT = {
     "missing bundle": (["--bundle", "{tmp}/nope"], "does not exist"),
-    "tampered bundle": (["--bundle", "{tampered}"], "params/rolling.npz"),
+    "corrupt bundle": (["--bundle", "{corrupt_bundle}"], "params/rolling.npz"),
     "empty prompt": (["--prompt", "  "], "prompt is empty"),
     "unknown decoder": (["--decoder", "vae"], "unknown decoder 'vae'"),
     "corrupt image": (["--image", "{corrupt}"], "not an image file"),
@@ -209,9 +209,9 @@ def test_bad_input_is_one_line_and_exit_2(case, bundle_dir, tmp_path, capsys):
 
     names = {k: str(v) for k, v in _bad_images(tmp_path).items()}
     names["tmp"] = str(tmp_path)
-    names["tampered"] = str(tmp_path / "tampered")
-    shutil.copytree(bundle_dir, names["tampered"])
-    (tmp_path / "tampered/params/rolling.npz").write_bytes(b"not the params")
+    names["corrupt_bundle"] = str(tmp_path / "corrupt_bundle")
+    shutil.copytree(bundle_dir, names["corrupt_bundle"])
+    (tmp_path / "corrupt_bundle/params/rolling.npz").write_bytes(b"not the params")
     flags, expected = BAD_INPUT[case]
     argv = {"--bundle": str(bundle_dir), "--prompt": PROMPT, "--out": str(tmp_path / "o.png")}
     argv.update(dict(zip(flags[::2], [f.format(**names) for f in flags[1::2]])))

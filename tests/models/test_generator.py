@@ -9,6 +9,7 @@ import optax
 import pytest
 from jax.sharding import Mesh
 
+from omni_img.errors import UserError
 from omni_img.models import encoder as enc
 from omni_img.models import generator as g
 from omni_img.sharding.rules import DEFAULT_RULES
@@ -82,7 +83,7 @@ def test_tiny_default_size_and_forward():
 def test_make_generator_accepts_config_dict_and_rejects_unknown_keys():
     cd = ml_collections.ConfigDict(vars(small_cfg()))
     assert g.make_generator(cd).cfg == small_cfg()
-    with pytest.raises(ValueError, match="unknown model config keys: nope"):
+    with pytest.raises(UserError, match=r"unknown config key config\.model\.nope "):
         g.make_generator({"nope": 1})
 
 
