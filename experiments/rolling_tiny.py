@@ -47,5 +47,9 @@ def get_config(arg=None):
             "conv_base": True,
         }
     )
-    config.eval = ml_collections.ConfigDict({"num_examples": 64, "batch_size": 32})
+    # PSNR of every decoder on num_examples validation images; the rFID of the conv and
+    # rolling decoders on rfid_images (FID weights from `omni-img eval fetch-weights`).
+    config.eval = ml_collections.ConfigDict(
+        {"num_examples": 64, "batch_size": 32, "rfid_images": 1000}
+    )
     return config

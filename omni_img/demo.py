@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-REPORT_KEYS = ("per_task", "seed", "temperature", "top_k", "cfg_scale", "decoders")
+REPORT_KEYS = ("per_task", "seed", "temperature", "top_k", "cfg_scale", "decoders", "episodes")
 
 
 def check_job_config(config) -> None:
@@ -216,6 +216,7 @@ def render_markdown(report: dict) -> str:
         f"- PSNR conv {roll['psnr_conv']:.2f} dB, rolling {roll['psnr_rolling']:.2f} dB, "
         f"sequential {roll['psnr_sequential']:.2f} dB "
         f"(rolling - conv = {roll['rolling_minus_conv_db']:+.2f} dB)",
+        f"- {rfid_line(roll.get('rfid'))}",
         "",
         "## Generated samples (test split, held-out combinations and words)",
     ]
@@ -272,6 +273,18 @@ def judge_lines(summary: dict) -> list[str]:
         parts = ", ".join(f"{k} {percent(v)}" for k, v in summary["edit_ops"].items())
         lines.append(f"edit by op: {parts}")
     return lines
+
+
+def rfid_line(rfid: dict | None) -> str:
+    """The decoders' rFID, or why the report has none."""
+    if rfid is None:
+        return "rFID: not computed (--config.rolling.eval.rfid_images=1000 adds it, ~7 min)"
+    if "skipped" in rfid:
+        return f"rFID: skipped: {rfid['skipped']}"
+    return (
+        f"rFID on {rfid['images']} validation images ({rfid['preprocessing']}): "
+        f"conv {rfid['conv']:.2f}, rolling {rfid['rolling']:.2f}"
+    )
 
 
 def episodes_line(report: dict) -> str:

@@ -65,3 +65,14 @@ def test_report_gives_chained_episodes_by_turn():
         "every turn right 12 % (n=8); by turn 1 50 %, 2 25 %, 3 50 %; all turns so far 50, 25, 12 %"
     )
     assert episodes_line({"episodes": 0}) == "no 3-turn episode in the split"
+
+
+def test_report_gives_the_decoders_rfid_or_why_not():
+    from omni_img.demo import rfid_line
+
+    measured = {"images": 1000, "preprocessing": "stylegan3", "conv": 12.345, "rolling": 10.5}
+    assert rfid_line(measured) == (
+        "rFID on 1000 validation images (stylegan3): conv 12.35, rolling 10.50"
+    )
+    assert rfid_line({"skipped": "no weights"}) == "rFID: skipped: no weights"
+    assert rfid_line(None).startswith("rFID: not computed")

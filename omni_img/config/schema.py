@@ -107,7 +107,15 @@ def _generator_keys() -> KeyTree:
         # dtype and remat come from config.compute_dtype and config.remat
         "model": dataclass_keys(GeneratorConfig, without=("dtype", "remat")),
         "sampling": dataclass_keys(SamplingConfig),
-        "eval": leaves("num_examples", "batch_size", "samples", "judge_per_task"),
+        "eval": leaves(
+            "num_examples",
+            "batch_size",
+            "samples",
+            "judge_per_task",
+            "episodes",
+            "curve_every_minutes",
+            "curve_per_task",
+        ),
     }
 
 
@@ -121,7 +129,7 @@ def _rolling_keys() -> KeyTree:
         **leaves("generator_workdir", "tokenizer_workdir"),
         "data": leaves("tokenized_dir"),
         "model": dataclass_keys(RollingDecoderConfig, without=derived, extra=("conv_base",)),
-        "eval": leaves("num_examples", "batch_size"),
+        "eval": leaves("num_examples", "batch_size", "rfid_images"),
     }
 
 

@@ -54,11 +54,13 @@ def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch):
         "--config.model.image_height=16", "--config.model.image_width=16",
         "--config.model.dim=32", "--config.model.num_heads=2", "--config.model.num_layers=1",
         "--config.model.steps_per_band=2", "--config.eval.num_examples=4",
-        "--config.eval.batch_size=4",
+        "--config.eval.batch_size=4", "--config.eval.rfid_images=8",
     ])
     report = rolling.train(config, str(tmp_path / "rolling"))
     for name in ("psnr_conv", "psnr_sequential", "psnr_rolling"):
         assert np.isfinite(report[name]) and report[name] > 0
+    assert report["rfid"]["images"] == 8, report["rfid"]  # skipped: the weights are missing
+    assert np.isfinite(report["rfid"]["conv"]) and np.isfinite(report["rfid"]["rolling"])
     assert pathlib.Path(report["grid"]).is_file()
     _, cfg, params = rolling.load_workdir(str(tmp_path / "rolling"))
     assert cfg.token_rows == 4 and cfg.codebook_size == 1000
