@@ -1,12 +1,16 @@
 """Checkpoints: Orbax, async, by steps and by minutes, with the data iterator.
 
-Layout: `WORKDIR/checkpoints/<step>/{state,data}`. `state` is the TrainState;
-`data` is the grain iterator position of every process. Keeps the last `keep`
-checkpoints plus every step that is a multiple of `keep_every`.
+Layout: `WORKDIR/checkpoints/<step>/{state,data,schedule}`. `state` is the TrainState;
+`data` is the grain iterator position of every process (restorable onto another
+process count, see `training.data_position`); `schedule` holds the `num_steps` the
+learning-rate schedule was built for. Keeps the last `keep` checkpoints plus every
+step that is a multiple of `keep_every`.
 
 Resume order (see docs/training.md): the workdir's latest checkpoint, else
 `config.resume_from` (another run's checkpoint: state and data position), else
-`config.init_from` (params and EMA params only), else scratch.
+`config.init_from` (params and EMA params only), else scratch. The first two refuse a
+config whose `num_steps` differs from the checkpoint's: the schedule decays over
+`num_steps`, so resuming with another value would silently change the learning rate.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from omni_img.errors import UserError
+from omni_img.training.data_position import restore_position
 from omni_img.training.state import TrainState
 
 _replica_parallel: bool | None = None  # Orbax's default until set here
@@ -47,8 +52,14 @@ def use_replica_parallel_saves(enabled: bool) -> None:
 class Checkpointer:
     """Owns the CheckpointManager of one workdir and decides when to save."""
 
-    def __init__(self, workdir: str | pathlib.Path, options: ml_collections.ConfigDict):
+    def __init__(
+        self,
+        workdir: str | pathlib.Path,
+        options: ml_collections.ConfigDict,
+        num_steps: int | None = None,
+    ):
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        self.num_steps = num_steps  # saved beside each state when given
         self.every_steps = int(options.every_steps)
         self.every_seconds = float(options.every_minutes) * 60.0
         self._last_save_time = time.monotonic()
@@ -84,6 +95,8 @@ class Checkpointer:
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        if self.num_steps is not None:
+            items["schedule"] = ocp.args.JsonSave({"num_steps": int(self.num_steps)})
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         self._last_save_time = time.monotonic()
 
@@ -103,11 +116,34 @@ def restore_from(manager, abstract_state, data_iterator=None, step=None) -> Trai
     step = manager.latest_step() if step is None else step
     if step is None:
         raise UserError(f"no checkpoint found in {manager.directory}")
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    )
+    if data_iterator is not None:  # not grain's restore: it needs the same process count
+        restore_position(manager.directory / str(step) / "data", data_iterator)
     return restored["state"]
+
+
+def saved_num_steps(manager, step: int) -> int | None:
+    """The `num_steps` the checkpoint at `step` was trained for (None: saved before
+    checkpoints recorded it)."""
+    if not (manager.directory / str(step) / "schedule").exists():
+        return None
+    args = ocp.args.Composite(schedule=ocp.args.JsonRestore())
+    return int(manager.restore(step, args=args)["schedule"]["num_steps"])
+
+
+def check_same_schedule(manager, step: int | None, num_steps: int, where: str) -> None:
+    """Refuse to resume a run whose learning-rate schedule would change."""
+    step = manager.latest_step() if step is None else step
+    saved = None if step is None else saved_num_steps(manager, step)
+    if saved is not None and saved != num_steps:
+        raise UserError(
+            f"the checkpoint at step {step} in {where} was trained with num_steps={saved}, "
+            f"but this run has num_steps={num_steps}: resuming would change the "
+            f"learning-rate schedule; keep num_steps={saved}, or start a new workdir "
+            f"with config.init_from"
+        )
 
 
 def _manager_for(path: str) -> tuple[ocp.CheckpointManager, int | None]:
@@ -137,10 +173,12 @@ def restore_initial_state(
     called only when needed.
     """
     if checkpointer.latest_step() is not None:
+        check_same_schedule(checkpointer.manager, None, config.num_steps, "this workdir")
         state = checkpointer.restore(abstract_state, data_iterator)
         return state, f"resumed from this workdir at step {int(jax.device_get(state.step))}"
     if config.resume_from:
         manager, step = _manager_for(config.resume_from)
+        check_same_schedule(manager, step, config.num_steps, config.resume_from)
         state = restore_from(manager, abstract_state, data_iterator, step)
         return state, f"resumed from {config.resume_from} at step {int(jax.device_get(state.step))}"
     state = fresh_state()

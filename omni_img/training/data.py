@@ -4,10 +4,11 @@ Every process walks the same shuffled stream (same seed) and reads only its rows
 each global batch: global batch k is the P consecutive blocks of B/P records that
 start at k*B, and process p reads block p. So the global batches, and the losses,
 do not depend on how many processes share them, and a checkpoint's iterator
-position (a count of batches) means the same on any process count. Batches are
-assembled into global `jax.Array`s with `jax.make_array_from_process_local_data`.
-The iterator is checkpointable (grain saves its position), so resume continues on
-the exact next batch.
+position (a count of batches, the same on every process) means the same on any
+process count with the same global batch size: `training.data_position` restores it
+onto another count. Batches are assembled into global `jax.Array`s with
+`jax.make_array_from_process_local_data`. The iterator is checkpointable (grain saves
+its position), so resume continues on the exact next batch.
 """
 
 from __future__ import annotations

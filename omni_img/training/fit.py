@@ -93,7 +93,7 @@ def fit(
     )
 
     # ---------------------------------------------------------------- Restore
-    checkpointer = Checkpointer(workdir, config.checkpoint)
+    checkpointer = Checkpointer(workdir, config.checkpoint, num_steps=config.num_steps)
     fresh = functools.partial(create_sharded_state, stage.init_params, tx, mesh, rules, config.seed)
     state, origin = restore_initial_state(checkpointer, config, abstract, fresh, data_iterator)
     if jax.process_index() == 0:

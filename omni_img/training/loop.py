@@ -3,7 +3,9 @@
 The loop dispatches step n+1 before it reads step n's metrics back to the host,
 so the device never waits on Python. Compilation is done ahead of the loop and
 timed on its own. A non-finite loss stops the run loudly, naming the step. SIGTERM
-(a preemption) and normal exit both write a final checkpoint.
+(a preemption) and normal exit both write a final checkpoint. Each run logs the step
+it starts from (`start_step`: 0 from scratch, else the step it resumed at) and, when
+it ends, how many steps it ran (`steps_run`), so a resume is told from a restart.
 
 Decisions that depend on a clock or a signal (stop on SIGTERM, stop when the time
 budget is spent, save because `every_minutes` passed) differ between processes, but
@@ -143,8 +145,8 @@ def run_loop(
     compile_start = time.perf_counter()
     compiled = step_fn.lower(state, first_batch).compile()
     compile_seconds = time.perf_counter() - compile_start
-    if writer is not None:
-        writer.write(start_step, {"compile_seconds": compile_seconds})
+    if writer is not None:  # start_step > 0: a resumed run, and the step it resumed from
+        writer.write(start_step, {"compile_seconds": compile_seconds, "start_step": start_step})
 
     pending: tuple[int, dict] | None = None
     single_process = jax.process_count() == 1
@@ -214,6 +216,8 @@ def run_loop(
         if checkpointer is not None:
             checkpointer.save(step, state, data_iterator)
             checkpointer.wait()
+        if writer is not None:  # how many steps this process ran, not the run's total
+            writer.write(step, {"steps_run": step - start_step})
         stopped_by_signal = stop_requested
     bar.close()
     return LoopResult(

@@ -10,6 +10,7 @@ import pytest
 from omni_img.config import load_config
 from omni_img.errors import UserError
 from omni_img.trainers import generator
+from omni_img.training import fit as fit_module
 from tests.trainers.tokenized_fixture import write_tokenized
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -55,7 +56,29 @@ def non_default_options(config):
     return config
 
 
-def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
+class Crash(Exception):
+    """Stands for a process dying mid-run (no final checkpoint is written)."""
+
+
+def crash_before_step(step: int, monkeypatch):
+    """Make the loop die when it draws the batch of `step` (after step - 1 ran)."""
+    calls, original = [], fit_module._to_device
+
+    def to_device(batch, **kwargs):
+        calls.append(None)
+        if len(calls) == step:
+            raise Crash(f"killed before step {step}")
+        return original(batch, **kwargs)
+
+    monkeypatch.setattr(fit_module, "_to_device", to_device)
+
+
+def records(workdir) -> list[dict]:
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines]
+
+
+def test_generator_meshes_agree_and_resume_is_exact(tmp_path, monkeypatch):
     """Also with input masking, the sequential block head and word-aligned prompts: the
     hidden positions are drawn from the step's rng, so every mesh and a resumed run hide
     the same ones."""
@@ -71,10 +94,20 @@ def test_generator_meshes_agree_and_resume_is_exact(tmp_path):
     assert len(reference) == 4 and reference[0] != reference[-1]
     np.testing.assert_allclose(losses(tmp_path / "d2f2t2"), reference, rtol=2e-5)
 
-    # 2 steps, then a second run that resumes from the checkpoint to 4: bitwise the same.
-    generator.train(config(2, data=8, fsdp=1, tensor=1), str(split))
+    # A 4-step run dies after step 3, between its saves at 2 and 4 and past the 1-step
+    # warmup; the rerun resumes at 2, runs 3 and 4, and ends bitwise where `whole` ended.
+    with monkeypatch.context() as patch:
+        crash_before_step(4, patch)
+        with pytest.raises(Crash):
+            generator.train(config(4, data=8, fsdp=1, tensor=1), str(split))
+    assert sorted(int(p.name) for p in (split / "checkpoints").iterdir()) == [2]
     generator.train(config(4, data=8, fsdp=1, tensor=1), str(split))
-    assert losses(split) == reference
+    assert [r["start_step"] for r in records(split) if "start_step" in r] == [0, 2]
+    assert [r["steps_run"] for r in records(split) if "steps_run" in r] == [2]
+    assert losses(split) == reference  # steps 1, 2 before the crash; 3, 4 after
+    # Going on to 6 steps would stretch the schedule the first 4 steps followed: refused.
+    with pytest.raises(UserError, match="num_steps=4, but this run has num_steps=6"):
+        generator.train(config(6, data=8, fsdp=1, tensor=1), str(split))
     _, _, whole_params, _ = generator.load_workdir(str(whole))
     _, _, split_params, text_tokenizer = generator.load_workdir(str(split))
     for a, b in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):

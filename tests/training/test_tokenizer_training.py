@@ -102,42 +102,74 @@ def _run_worker(*args, check=True, **kwargs):
     )
 
 
-def _wait_for_checkpoint(workdir: pathlib.Path, step: int, process, timeout=300):
-    target = workdir / "checkpoints" / str(step)
+def _records(workdir: pathlib.Path) -> list[dict]:
+    return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _finished_checkpoints(workdir: pathlib.Path) -> list[int]:
+    folders = (workdir / "checkpoints").iterdir() if (workdir / "checkpoints").is_dir() else ()
+    return sorted(
+        int(p.name) for p in folders if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
+    )
+
+
+def _wait_until(condition, process, what: str, timeout=300):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if target.is_dir() and (target / "_CHECKPOINT_METADATA").exists():
-            return
-        assert process.poll() is None, "worker exited before writing the checkpoint"
+    while not condition():
+        assert process.poll() is None, f"worker exited before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
         time.sleep(0.05)
-    raise TimeoutError(f"no checkpoint {step} after {timeout}s")
+
+
+def _logged_loss_steps(workdir: pathlib.Path) -> list[int]:
+    metrics = workdir / "metrics.jsonl"
+    if not metrics.exists():
+        return []
+    return [r["step"] for r in _records(workdir) if "loss" in r]
 
 
 def test_exact_resume_after_sigkill_and_restore_on_fewer_devices(tmp_path):
-    steps = 10
+    steps, every, warmup = 10, 4, 2  # saves at 4 and 8; tiny_tokenizer_config warms up 2
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _run_worker(whole, steps, 8, "--dump", tmp_path / "whole.npz")
+    _run_worker(whole, steps, 8, "--checkpoint_every", every, "--dump", tmp_path / "whole.npz")
 
-    process = _run_worker(broken, steps, 8, "--delay", "0.03", background=True)
-    _wait_for_checkpoint(broken, 4, process)
+    # Kill between two saves, past warmup: once the save at 4 is finished and step 6's
+    # loss is logged (steps 5 and 6 ran); the save at 8 is more than a slow batch away.
+    process = _run_worker(broken, steps, 8, "--delay", "0.03", "--checkpoint_every", every,
+                          background=True)  # fmt: skip
+
+    def between_saves() -> bool:
+        return _finished_checkpoints(broken) == [4] and 6 in _logged_loss_steps(broken)
+
+    _wait_until(between_saves, process, "save 4 finished and step 6 logged")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = max(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit())
-    assert killed_at < steps, "the worker finished before it was killed"
-    _run_worker(broken, steps, 8, "--dump", tmp_path / "broken.npz")
+    assert _finished_checkpoints(broken) == [4], "the kill did not land between saves 4 and 8"
+    lost = [s for s in _logged_loss_steps(broken) if s > 4]
+    assert lost and min(lost) > warmup  # steps run past the last save, and lost with the kill
+
+    resumed = _run_worker(broken, steps, 8, "--checkpoint_every", every,
+                          "--dump", tmp_path / "broken.npz")  # fmt: skip
+    assert "resumed from this workdir at step 4" in resumed.stdout, resumed.stdout
+    starts = [r for r in _records(broken) if "start_step" in r]
+    assert [r["start_step"] for r in starts] == [0, 4]  # a restart from scratch logs 0 twice
+    second_run = _records(broken)[_records(broken).index(starts[-1]) :]
+    assert [r["step"] for r in second_run if "loss" in r] == list(range(5, steps + 1))
+    assert [r["steps_run"] for r in second_run if "steps_run" in r] == [steps - 4]
 
     whole_params, broken_params = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "broken.npz")
     assert sorted(whole_params) == sorted(broken_params)
     for name in whole_params:
         np.testing.assert_array_equal(whole_params[name], broken_params[name], err_msg=name)
 
-    # The same batches, in the same order: per-step input fingerprints and losses agree.
+    # The same batches, in the same order: per-step input fingerprints and losses agree
+    # (also those of the steps the kill lost, logged twice).
     def per_step(workdir, key):
-        records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-        return {r["step"]: r[key] for r in records if key in r}
+        return [(r["step"], r[key]) for r in _records(workdir) if key in r]
 
     for key in ("input_checksum", "loss"):
-        assert per_step(broken, key) == per_step(whole, key)
+        reference = dict(per_step(whole, key))
+        assert all(reference[step] == value for step, value in per_step(broken, key)), key
     assert len(per_step(whole, "input_checksum")) == steps
 
     # A checkpoint written on 8 devices restores onto 4 and onto 1.
