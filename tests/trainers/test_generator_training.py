@@ -25,10 +25,13 @@ def tiny_config(tokens, num_steps, **mesh):
         "--config.eval_every=0",
         "--config.checkpoint.every_steps=2",
         "--config.eval.num_examples=16",
-        # The final test-split judge samples omni_shapes prompts at the dataset's size; the
-        # 16 px stand-in tokenizers cannot encode those (test_eval_bundle.py judges a
-        # 16 px split).
+        # The final test-split judge, the chained episodes and the learning curve sample
+        # omni_shapes records at the dataset's size; the 16 px stand-in tokenizers cannot
+        # encode those (test_eval_bundle.py judges a 16 px split; the curve and episodes
+        # have tests of their own).
         "--config.eval.judge_per_task=0",
+        "--config.eval.episodes=0",
+        "--config.eval.curve_every_minutes=0",
         "--config.model.dim=32",
         "--config.model.mlp_dim=64",
         "--config.model.num_heads=2",
