@@ -57,7 +57,8 @@ def get_config(arg=None):
     config.rolling = _stage("rolling_tiny")
     config.rolling.max_minutes = 2.0
     config.rolling.eval.num_examples = 64
-    # rFID on 1,000 images costs about 7 minutes of Inception on 2 cores, past the job's
+    # rFID on 1,000 images is 3,000 images of Inception features, an estimated 6-8 minutes
+    # on 2 cores (docs/performance.md: 6.5-8.4 images/s), past the job's
     # budget: the report says so; --config.rolling.eval.rfid_images=1000 turns it on.
     config.rolling.eval.rfid_images = 0
 

@@ -278,7 +278,10 @@ def judge_lines(summary: dict) -> list[str]:
 def rfid_line(rfid: dict | None) -> str:
     """The decoders' rFID, or why the report has none."""
     if rfid is None:
-        return "rFID: not computed (--config.rolling.eval.rfid_images=1000 adds it, ~7 min)"
+        return (
+            "rFID: not computed (--config.rolling.eval.rfid_images=1000 adds it, "
+            "an estimated 6-8 min)"
+        )
     if "skipped" in rfid:
         return f"rFID: skipped: {rfid['skipped']}"
     return (
