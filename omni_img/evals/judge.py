@@ -3,10 +3,12 @@
 `judge(image, spec, task, source_image, source_spec)` reads the image's pixels only (it
 never sees a render of the spec) and returns a `Verdict` with a reason:
 
-- compose: background colour; per colour the number of objects; no unexpected object;
+- compose: background colour; per colour the number of objects; no unexpected object
+  (`strays`: only an expected object's blended edge may have another colour);
   then each object's shape, style, size class and grid cell.
-- write: background, surface colour and kind, and the word read by Tesseract (exact
-  match; the character error rate is reported too).
+- write: background, surface colour and kind, nothing else beside the surface (no
+  object, no second surface), and the word read by Tesseract (exact match; the
+  character error rate is reported too).
 - edit: the target scene checked as compose or write, and every object the instruction
   did not touch must sit where it sat in the source image, at the same size.
 

@@ -93,7 +93,7 @@ def test_drawn_perturbations_fail(kind, function, task):
     assert not fooled, (kind, fooled)
 
 
-def test_drawn_perturbations_touch_or_keep_apart_as_named():
+def test_touching_object_touches_the_object_and_is_an_object():
     scene = Scene("white", (Shape("circle", "red", "small", "centre"),))
     image = render(scene, 64)
     changed = perturb.touching_object(scene, image, random.Random(0))
