@@ -3,10 +3,12 @@
 `judge(image, spec, task, source_image, source_spec)` reads the image's pixels only (it
 never sees a render of the spec) and returns a `Verdict` with a reason:
 
-- compose: background colour; per colour the number of objects; no unexpected object;
+- compose: background colour; per colour the number of objects; no unexpected object
+  (`strays`: only an expected object's blended edge may have another colour);
   then each object's shape, style, size class and grid cell.
-- write: background, surface colour and kind, and the word read by Tesseract (exact
-  match; the character error rate is reported too).
+- write: background, surface colour and kind, nothing else beside the surface (no
+  object, no second surface), and the word read by Tesseract (exact match; the
+  character error rate is reported too).
 - edit: the target scene checked as compose or write, and every object the instruction
   did not touch must sit where it sat in the source image, at the same size.
 
@@ -27,7 +29,7 @@ from scipy import ndimage
 
 from omni_img.data.render import SURFACE_BOXES
 from omni_img.data.spec import CATEGORIES, Scene, Shape, spec_from_json, text_colour
-from omni_img.evals import ocr, segment
+from omni_img.evals import ocr, segment, strays
 
 MAX_SHIFT = 0.08  # of the side: how far an untouched object may drift in an edit
 MAX_SCALE = 1.3  # how much an untouched object may grow or shrink in an edit
@@ -87,18 +89,11 @@ def match_objects(
                 [],
                 details,
             )
-    near_expected = np.zeros(image.shape[:2], bool)
-    for colour in expected:
-        for region in by_colour[colour]:
-            near_expected |= region.filled
-    near_expected = ndimage.binary_dilation(near_expected, iterations=2)
-    for colour, extra in by_colour.items():
-        if colour in expected:
-            continue
-        # A region that hugs an expected object is its blended edge, not a new object.
-        for region in extra:
-            if not (region.ink & near_expected).any():
-                return f"unexpected {colour} object", [], details
+    kept = [(r.filled, r.colour) for r in found if r.colour in expected]
+    unexplained = [(r.colour, r.ink) for r in found if r.colour not in expected]
+    stray = strays.first_stray(image, bg, unexplained, kept)
+    if stray is not None:
+        return f"unexpected {stray} object", [], details
     matches: list[tuple[Shape, segment.Region]] = []
     for colour, objects in expected.items():
         candidates = by_colour[colour]
@@ -226,9 +221,26 @@ def check_word(image: np.ndarray, scene: Scene, read: str | None = None) -> Verd
         return Verdict(
             False, f"surface is a {details['surface']}, expected a {scene.word.surface}", details
         )
+    stray = _stray_beside_surface(image, bg_name, colour, mask)
+    if stray is not None:
+        return Verdict(False, stray, details)
     if read != expected:
         return Verdict(False, f'read "{read}", expected "{expected}"', details)
     return Verdict(True, "ok", details)
+
+
+def _stray_beside_surface(
+    image: np.ndarray, bg_name: str, colour: str, mask: np.ndarray
+) -> str | None:
+    """Why the background around the surface is not plain (another object, a second
+    surface), or None. What lies on the surface is the word's; the surface's own edge
+    may blend into a third colour, as an object's does."""
+    _, bg = segment.background(image)
+    outside = [(r.colour, r.ink & ~mask) for r in segment.object_regions(image, bg, bg_name)]
+    stray = strays.first_stray(image, bg, [o for o in outside if o[1].any()], [(mask, colour)])
+    if stray is None:
+        return None
+    return f"a second {colour} surface" if stray == colour else f"unexpected {stray} object"
 
 
 # ---------------------------------------------------------------- edit

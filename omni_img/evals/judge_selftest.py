@@ -1,7 +1,8 @@
 """The judge's own test: ground truth must pass, one-attribute perturbations must fail.
 
 `self_test(n_per_task)` takes the first n examples of each task of a split, judges the
-ground-truth renders (expected: pass) and renders of perturbed specs, each judged
+ground-truth renders (expected: pass), renders of perturbed specs and ground-truth
+renders with an extra object or surface painted on (`perturb.DRAWN_*_KINDS`), each judged
 against the original spec (expected: fail), and reports the rates per task and per
 perturbation kind. Run it with `python -m omni_img.evals.judge_selftest --n 1000`.
 """
@@ -50,6 +51,18 @@ def _perturbations(example: ExampleSpec) -> dict[str, Any]:
     return out
 
 
+def _drawn(example: ExampleSpec, image: Any) -> dict[str, Any]:
+    """{kind: the target's render with one extra thing painted on} for the kinds that fit."""
+    scene = example.scene
+    kinds = perturb.DRAWN_WRITE_KINDS if scene.word is not None else perturb.DRAWN_COMPOSE_KINDS
+    out = {}
+    for kind, function in kinds.items():
+        changed = function(scene, image, random.Random(f"perturb/{example.index}/{kind}"))
+        if changed is not None:
+            out[kind] = changed
+    return out
+
+
 def self_test(
     n_per_task: int = 1000, resolution: int = 64, seed: int = 0, split: str = "test"
 ) -> dict[str, Any]:
@@ -60,9 +73,11 @@ def self_test(
         images, specs, tasks, sources, source_specs, labels = [], [], [], [], [], []
         for example in examples:
             source_image = None if example.source is None else render(example.source, resolution)
-            cases = {"ground_truth": example.scene, **_perturbations(example)}
-            for kind, scene in cases.items():
-                images.append(render(scene, resolution))
+            image = render(example.scene, resolution)
+            cases = {"ground_truth": image, **_drawn(example, image)}
+            cases |= {k: render(s, resolution) for k, s in _perturbations(example).items()}
+            for kind, case in cases.items():
+                images.append(case)
                 specs.append(example.scene)
                 tasks.append(task)
                 sources.append(source_image)

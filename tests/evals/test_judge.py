@@ -18,8 +18,10 @@ def _check(report, gt_floor, fail_floor):
             assert rate >= fail_floor, (task, kind, report)
     kinds = set(report["compose"]["perturbed_fail"])
     assert {"colour", "shape", "position", "count", "background", "style", "size"} <= kinds
-    assert "letter" in report["write"]["perturbed_fail"]
-    assert {"untouched_moved", "edit_not_applied"} <= set(report["edit"]["perturbed_fail"])
+    assert "touching_object" in kinds
+    assert {"letter", "stray_object", "second_sign"} <= set(report["write"]["perturbed_fail"])
+    assert {"untouched_moved", "edit_not_applied", "touching_object", "stray_object",
+            "second_sign"} <= set(report["edit"]["perturbed_fail"])  # fmt: skip
 
 
 def test_self_test_small():
