@@ -86,11 +86,12 @@ def test_summary_reports_geneval_categories_and_ocr():
 
 
 def test_missing_tesseract_names_the_package(monkeypatch):
+    from omni_img import preflight
     from omni_img.errors import UserError
     from omni_img.evals import ocr
 
     monkeypatch.delenv("OMNI_IMG_TESSERACT", raising=False)
-    monkeypatch.setattr(ocr.shutil, "which", lambda name: None)
+    monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="tesseract-ocr"):
         ocr.read_lines([np.full((20, 60), 255, np.uint8)])
 
