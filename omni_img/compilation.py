@@ -57,12 +57,14 @@ def enable_persistent_cache() -> str | None:
     directory = cache_directory()
     if directory is None:
         return None
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(os.path.join(directory, "executables"), exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache costs speed, never the call
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     StoredJit.directory = os.path.join(directory, "executables")
-    os.makedirs(StoredJit.directory, exist_ok=True)
     return directory
 
 

@@ -82,3 +82,12 @@ def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("OMNI_IMG_COMPILATION_CACHE")
     monkeypatch.setenv("OMNI_IMG_CACHE", str(tmp_path / "root"))
     assert compilation.cache_directory() == str(tmp_path / "root" / "jax_compilation")
+
+
+def test_an_unwritable_cache_turns_the_store_off(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("OMNI_IMG_COMPILATION_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(StoredJit, "directory", None)
+    assert compilation.enable_persistent_cache() is None
+    assert StoredJit.directory is None
