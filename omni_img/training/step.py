@@ -62,6 +62,19 @@ def accumulate_gradients(loss_fn: LossFn, params, batch: Batch, rng: jax.Array, 
     return jax.tree.map(lambda total: total / grad_accum, totals)
 
 
+def ema_decay_at(step: jax.Array, ema_decay: float) -> jax.Array:
+    """The EMA's decay after `step` updates: (1 + step) / (10 + step), capped at `ema_decay`.
+
+    A fixed decay of 0.999 keeps 0.999**480 = 62 % of the random initialisation in the
+    averaged weights after 480 steps, so a short run samples from mostly untrained
+    weights (the main job drew blank squares from them). Ramping the decay up lets
+    the average follow the weights early and settle to `ema_decay` later (0.999 from
+    step 8,991 on).
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -77,8 +90,9 @@ def train_step(
     loss, metrics, grads = accumulate_gradients(loss_fn, state.params, batch, step_rng, grad_accum)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    decay = ema_decay_at(state.step, ema_decay)
     ema_params = jax.tree.map(
-        lambda ema, new: ema_decay * ema + (1.0 - ema_decay) * new, state.ema_params, params
+        lambda ema, new: decay * ema + (1.0 - decay) * new, state.ema_params, params
     )
     metrics = {
         **metrics,
