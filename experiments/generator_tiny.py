@@ -39,6 +39,7 @@ def get_config(arg=None):
     config.checkpoint.every_steps = 500
     config.caption_dropout = 0.1
     config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
+    config.foreground_weight = 1.0  # loss weight of tokens off the image's background code
     config.text_tokenizer = "bytes"
     config.text_align_words = True  # every word starts an encoder position
 

@@ -102,7 +102,13 @@ def _generator_keys() -> KeyTree:
     from omni_img.sampling.ar import SamplingConfig
 
     return {
-        **leaves("caption_dropout", "input_masking", "text_tokenizer", "text_align_words"),
+        **leaves(
+            "caption_dropout",
+            "input_masking",
+            "foreground_weight",
+            "text_tokenizer",
+            "text_align_words",
+        ),
         "data": {"tokenized_dir": None, "task_weights": leaves(*TASK_NAMES)},
         # dtype and remat come from config.compute_dtype and config.remat
         "model": dataclass_keys(GeneratorConfig, without=("dtype", "remat")),

@@ -167,6 +167,7 @@ def train_step_parts(config: ml_collections.ConfigDict, metadata=None) -> StageS
             caption_dropout=config.caption_dropout,
             # Runs saved before input masking existed have no key: they trained without.
             input_masking=config.get("input_masking", 0.0),
+            foreground_weight=config.get("foreground_weight", 1.0),
         ),
         example_batch=example_batch,
     )

@@ -137,6 +137,27 @@ def test_input_masking_hides_the_inputs_it_draws(small):
         g.generator_loss(params, batch, model=model, input_masking=0.1)
 
 
+def test_foreground_weight_raises_the_share_of_tokens_off_the_background(small):
+    """Tokens unlike their image's most common one weigh `foreground_weight`; 1 is the mean."""
+    targets = np.zeros((2, 16), np.int32)
+    targets[0, [3, 7]] = 5  # image 0: background 0, two object tokens
+    targets[1, :] = 9
+    targets[1, 0] = 2  # image 1: background 9, one object token
+    weights = np.asarray(g.token_weights(jnp.asarray(targets), 64, 4.0))
+    expected = np.ones((2, 16))
+    expected[0, [3, 7]] = 4.0
+    expected[1, 0] = 4.0
+    np.testing.assert_array_equal(weights, expected)
+
+    _, model, batch, params = small
+    loss_fn_ = jax.jit(g.generator_loss, static_argnames=("model", "foreground_weight"))
+    plain, plain_metrics = loss_fn_(params, batch, model=model)
+    weighted, metrics = loss_fn_(params, batch, model=model, foreground_weight=4.0)
+    np.testing.assert_allclose(metrics["nll"], plain, rtol=1e-6)  # nll stays the plain mean
+    np.testing.assert_allclose(plain_metrics["loss"], plain, rtol=1e-6)
+    assert abs(float(weighted) - float(plain)) > 1e-4
+
+
 def test_loss_is_causal(small):
     """Changing target token j changes no logit at positions <= j."""
     _, model, batch, params = small
