@@ -273,7 +273,7 @@ def judge_curve_sample(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """{"<group>": judge accuracy} of generated images (conv decoder) for each group of
-    `curve_records`, and "write_exact" (OCR exact match of the write group)."""
+    `curve_records`, and "write_exact" (the share of the write group OCR read exactly)."""
     scores: dict[str, float] = {}
     for group, records in groups.items():
         if not records:
@@ -285,5 +285,15 @@ def judge_curve_sample(
         summary, _ = judge_records(images, records)
         scores[group] = float(summary["accuracy"])
         if group == "write" and "write_ocr" in summary:
-            scores["write_exact"] = float(summary["write_ocr"]["exact_match"])
+            scores["write_exact"] = exact_share(summary["write_ocr"])
     return scores
+
+
+def exact_share(ocr: Mapping[str, Any]) -> float:
+    """The share of *all* write images whose word OCR read exactly: an image that failed
+    before OCR (wrong background or sign) counts as not exact, so the figure is 0, not
+    missing, while no image reaches OCR."""
+    if not ocr["of"]:
+        return 0.0
+    exact = (ocr["exact_match"] or 0.0) * ocr["read"]
+    return float(exact / ocr["of"])

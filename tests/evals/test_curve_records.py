@@ -2,7 +2,7 @@
 
 from omni_img.data import reading
 from omni_img.data.examples import example
-from omni_img.evals.samples import CURVE_GROUPS, curve_records
+from omni_img.evals.samples import CURVE_GROUPS, curve_records, exact_share
 
 
 def test_each_group_gets_its_first_records_and_single_objects_stand_apart():
@@ -24,3 +24,9 @@ def test_each_group_gets_its_first_records_and_single_objects_stand_apart():
     assert [int(r["index"]) for r in groups["edit"]] == sorted(
         int(r["index"]) for r in groups["edit"]
     )
+
+
+def test_write_exact_counts_images_that_never_reached_ocr_as_wrong():
+    assert exact_share({"read": 0, "of": 32, "exact_match": None, "cer": None}) == 0.0
+    assert exact_share({"read": 10, "of": 40, "exact_match": 0.5, "cer": 0.2}) == 0.125
+    assert exact_share({"read": 0, "of": 0, "exact_match": None, "cer": None}) == 0.0
