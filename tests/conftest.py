@@ -9,3 +9,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("OMNI_IMG_COMPILATION_CACHE", "")
 # A test may never need TensorFlow; keep its import noise out of the logs if present.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def pytest_collection_modifyitems(items):
+    """Under xdist (.ci/run), the tests that use the trained tiny run share one worker: the
+    session fixture trains three stages, which each worker would otherwise train again."""
+    import pytest
+
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained_run"))
