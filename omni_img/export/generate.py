@@ -11,7 +11,8 @@ records the same (``omni_img.provenance``), with the key and certificate chain o
 ``--c2pa_cert``/``--c2pa_key`` or, without them, the machine's local test chain
 (untrusted). ``--stream`` rewrites OUT band by band as bands land and prints one line per
 band. ``--session FILE`` keeps a multi-turn edit session in FILE (JSON) + FILE's .npz
-twin: created if absent, continued and saved back otherwise. Every input problem is one line on stderr and exit code 2.
+twin: created if absent, continued and saved back otherwise. Every input problem is one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations

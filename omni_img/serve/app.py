@@ -114,14 +114,18 @@ class Server:
             from sse_starlette.sse import EventSourceResponse
 
             return EventSourceResponse(self.stream_events(job), ping=15)
+        final = None
         try:
             while (event := await job.events.get()) != DONE:
                 if event[0] == "error":
                     raise RequestError(event[1], event[2])
                 if event[0] == "final":
-                    _, png, extras = event
+                    final = event
         finally:
             job.cancelled.set()
+        if final is None:
+            raise RequestError(503, "the server stopped before the image was made")
+        _, png, extras = final
         size = self.facts.image_size
         if images_api:
             return JSONResponse(events.images_response(png, size, extras))

@@ -12,13 +12,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def uvicorn_config(app, host: str, port: int, queue_size: int, access_log: bool = False):
     """Connections are bounded too: past ``limit_concurrency`` uvicorn answers 503; a
-    client that sends nothing for 5 s is dropped; request heads are at most 64 KiB."""
+    client that sends nothing for 5 s is dropped; request heads are at most 64 KiB (h11,
+    always, so that bound holds whichever HTTP parsers are installed)."""
     import uvicorn
 
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=access_log,
         limit_concurrency=queue_size + 64, timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024, lifespan="on",
+        http="h11", h11_max_incomplete_event_size=64 * 1024, lifespan="on",
     )  # fmt: skip
 
 

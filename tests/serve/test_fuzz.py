@@ -85,7 +85,7 @@ def random_headers(rng: random.Random) -> dict[str, str]:
     if rng.random() < 0.3:
         headers["Authorization"] = rng.choice(["Bearer", "Bearer x", "Basic Zm9v", ""])
     if rng.random() < 0.2:
-        headers["Accept"] = rng.choice(["*/*", "image/png", "text/event-stream", "\x7f"])
+        headers["Accept"] = rng.choice(["*/*", "image/png", "text/event-stream", "x/y;q=9"])
     return headers
 
 
