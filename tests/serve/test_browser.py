@@ -19,11 +19,14 @@ WAIT_S = 180
 # Records every change of the image's band counters, in order, as the page makes them.
 OBSERVE = """
 window.__changes = [];
-new MutationObserver((records) => {
-  for (const r of records) window.__changes.push([r.attributeName, r.oldValue]);
-}).observe(document.getElementById("current"),
-           {attributes: true, attributeOldValue: true,
-            attributeFilter: ["data-partials", "data-final"]});
+if (!window.__observer) {
+  window.__observer = new MutationObserver((records) => {
+    for (const r of records) window.__changes.push([r.attributeName, r.oldValue]);
+  });
+  window.__observer.observe(document.getElementById("current"),
+                            {attributes: true, attributeOldValue: true,
+                             attributeFilter: ["data-partials", "data-final"]});
+}
 """
 
 
