@@ -2,7 +2,8 @@
 # Installs the system tools omni_img calls, where they are missing.
 #
 #   bash launch/system_tools.sh           what the main job needs (Tesseract OCR)
-#   bash launch/system_tools.sh --tests   that, plus what the test suite needs (shellcheck)
+#   bash launch/system_tools.sh --tests   that, plus what the test suite needs (shellcheck;
+#                                          Chromium and its driver for the web page's test)
 #
 # Debian/Ubuntu: apt-get, as root or through sudo. macOS: Homebrew. Elsewhere it names
 # what to install and fails, so that a chained command stops before any work starts.
@@ -10,7 +11,7 @@ set -euo pipefail
 
 tools=(tesseract)
 if [ "${1:-}" = "--tests" ]; then
-  tools+=(shellcheck)
+  tools+=(shellcheck chromium chromedriver)
 elif [ -n "${1:-}" ]; then
   echo "usage: bash launch/system_tools.sh [--tests]" >&2
   exit 2
@@ -19,6 +20,7 @@ fi
 debian_packages() {
   case "$1" in
     tesseract) echo "tesseract-ocr tesseract-ocr-eng" ;;
+    chromedriver) echo "chromium-driver" ;;
     *) echo "$1" ;;
   esac
 }

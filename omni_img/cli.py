@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("omni_img.evals.commands", "FID, CLIP score and image reports; fetch eval weights"),
     "export": ("omni_img.export.commands", "write an inference bundle from a trained run"),
     "generate": ("omni_img.export.generate", "prompt (+ image, + session) -> PNG from a bundle"),
+    "serve": ("omni_img.serve.commands", "serve a bundle over HTTP: API, streaming, web page"),
 }
 
 

@@ -10,12 +10,38 @@ os.environ.setdefault("OMNI_IMG_COMPILATION_CACHE", "")
 # A test may never need TensorFlow; keep its import noise out of the logs if present.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import pytest  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The tiny trained run of tests/export/conftest.py (tests/export and tests/serve)."""
+    from tests.export.conftest import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_run, tmp_path_factory):
+    """A float32 bundle exported from `trained_run` (tests copy it before corrupting it)."""
+    from omni_img.export.bundle import export_bundle, resolve_run
+
+    rolling, generator, tokenizer = resolve_run(trained_run)
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(rolling, out, generator_workdir=generator, tokenizer_workdir=tokenizer)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir):
+    from omni_img.export.bundle import load_bundle
+
+    return load_bundle(bundle_dir)
+
 
 def pytest_collection_modifyitems(items):
     """Under xdist (.ci/run), the tests that use the trained tiny run share one worker: the
     session fixture trains three stages, which each worker would otherwise train again."""
-    import pytest
-
     for item in items:
         if "trained_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("trained_run"))

@@ -6,10 +6,13 @@
     omni-img generate --bundle B --prompt "now add a square" --session chat.json --out 2.png
 
 The PNG's text chunks record the provenance: prompt, seed, decoder, sampling settings,
-bundle id, omni_img version, and that the image is AI-generated. ``--stream`` rewrites
-OUT band by band as bands land and prints one line per band. ``--session FILE`` keeps a
-multi-turn edit session in FILE (JSON) + FILE's .npz twin: created if absent, continued
-and saved back otherwise. Every input problem is one line on stderr and exit code 2.
+bundle id, omni_img version, and that the image is AI-generated; a signed C2PA manifest
+records the same (``omni_img.provenance``), with the key and certificate chain of
+``--c2pa_cert``/``--c2pa_key`` or, without them, the machine's local test chain
+(untrusted). ``--stream`` rewrites OUT band by band as bands land and prints one line per
+band. ``--session FILE`` keeps a multi-turn edit session in FILE (JSON) + FILE's .npz
+twin: created if absent, continued and saved back otherwise. Every input problem is one
+line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--top_k", type=int, default=0, help="0 = off")
     parser.add_argument("--top_p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--c2pa_cert", help="PEM certificate chain (signer first) for C2PA")
+    parser.add_argument("--c2pa_key", help="PEM private key of --c2pa_cert")
+    parser.add_argument(
+        "--no_prompt_in_provenance",
+        action="store_true",
+        help="leave the prompt out of the PNG's text chunks and C2PA manifest",
+    )
     parser.add_argument(
         "--verbose",
         action="store_true",
@@ -114,18 +124,21 @@ def provenance(
     return text
 
 
-def write_png(path: pathlib.Path, image, text: dict[str, str]) -> None:
-    """Write uint8 (H, W, 3) with text chunks; atomic (temp file, then rename)."""
-    from PIL import Image, PngImagePlugin
-
+def write_png(
+    path: pathlib.Path, image, text: dict[str, str], stamper=None, source: bytes | None = None
+) -> None:
+    """Write uint8 (H, W, 3) with text chunks and, given a ``provenance.stamp.Stamper``, a
+    signed C2PA manifest (``source``: the edited image's bytes); atomic (temp, rename)."""
     from omni_img.errors import UserError
+    from omni_img.provenance.stamp import encode_png
 
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)  # non-Latin-1 values become iTXt chunks
+    if stamper is None:
+        data = encode_png(image, text)
+    else:
+        data = stamper.png(image, text, source=source, title=path.name)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
@@ -150,6 +163,12 @@ def main(args: argparse.Namespace) -> int:
     sampling = sampling_config(args)
     out = check_out_path(args.out)
     source = read_image(args.image) if args.image else None
+    from omni_img.provenance.stamp import Stamper
+
+    stamper = Stamper.from_paths(
+        args.c2pa_cert, args.c2pa_key, include_prompt=not args.no_prompt_in_provenance
+    )
+    source_bytes = pathlib.Path(args.image).read_bytes() if args.image else None
 
     from omni_img import compilation
     from omni_img.export.bundle import load_bundle
@@ -179,6 +198,8 @@ def main(args: argparse.Namespace) -> int:
         manifest=bundle.manifest,
         **extra,
     )
+    if args.no_prompt_in_provenance:
+        del text["prompt"]
     kwargs = dict(
         seed=args.seed, decoder=decoder, source_image=source, session=session, sampling=sampling
     )
@@ -187,11 +208,12 @@ def main(args: argparse.Namespace) -> int:
         bands = pipeline.rolling_cfg.num_bands if decoder != "conv" else 1
         for band, image, seconds in pipeline.timed_stream(prompt, **kwargs):
             done = band == bands - 1
-            write_png(out, image, text if done else {**text, "partial": f"{band + 1}/{bands}"})
+            chunks = text if done else {**text, "partial": f"{band + 1}/{bands}"}
+            write_png(out, image, chunks, stamper, source_bytes)
             print(f"band {band + 1}/{bands} at {seconds * 1000:.0f} ms -> {out}", flush=True)
     else:
         image = pipeline.generate(prompt, **kwargs, timings=stage_seconds)
-        write_png(out, image, text)
+        write_png(out, image, text, stamper, source_bytes)
     if session is not None:
         try:
             session.save(prefix)
@@ -200,7 +222,8 @@ def main(args: argparse.Namespace) -> int:
     h, w = pipeline.image_size
     print(
         f"wrote {out} ({w}x{h}, {decoder}, seed {args.seed}, bundle "
-        f"{bundle.bundle_id[:16]}, {(time.perf_counter() - start) * 1000:.0f} ms)"
+        f"{bundle.bundle_id[:16]}, {(time.perf_counter() - start) * 1000:.0f} ms; "
+        f"C2PA manifest {stamper.credentials.trust_note})"
     )
     if args.verbose:
         stages = "".join(f", {k} {v * 1000:.0f} ms" for k, v in stage_seconds.items())

@@ -71,9 +71,14 @@ def to_uint8(images: Any) -> np.ndarray:
 
 
 def read_image(
-    path: str, *, max_pixels: int = MAX_SOURCE_PIXELS, min_side: int = MIN_SOURCE_SIDE
+    path: Any,
+    *,
+    max_pixels: int = MAX_SOURCE_PIXELS,
+    min_side: int = MIN_SOURCE_SIDE,
+    name: str | None = None,
 ) -> np.ndarray:
-    """An image file as uint8 (H, W, 3); every problem is a one-line UserError.
+    """An image file (a path, or a binary file object called ``name`` in the messages) as
+    uint8 (H, W, 3); every problem is a one-line UserError.
 
     The size is checked from the header before any pixel is decoded (a 20000×20000 PNG
     of a few bytes is refused at once). CMYK is refused rather than guessed at; grey,
@@ -81,32 +86,33 @@ def read_image(
     """
     from PIL import Image, UnidentifiedImageError
 
+    label = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
     except FileNotFoundError:
-        raise UserError(f"image {path}: no such file") from None
+        raise UserError(f"image {label}: no such file") from None
     except IsADirectoryError:
-        raise UserError(f"image {path} is a directory, not an image file") from None
+        raise UserError(f"image {label} is a directory, not an image file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"image {path} is too large (over {max_pixels} pixels)") from None
+        raise UserError(f"image {label} is too large (over {max_pixels} pixels)") from None
     except UnidentifiedImageError:
-        raise UserError(f"image {path} is not an image file PIL can read (corrupt?)") from None
+        raise UserError(f"image {label} is not an image file PIL can read (corrupt?)") from None
     except OSError as error:
-        raise UserError(f"cannot read image {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot read image {label}: {error.strerror or error}") from None
     with image:
         w, h = image.size
         if w * h > max_pixels:
-            raise UserError(f"image {path} is {w}x{h}, too large (over {max_pixels} pixels)")
+            raise UserError(f"image {label} is {w}x{h}, too large (over {max_pixels} pixels)")
         if min(w, h) < min_side:
-            raise UserError(f"image {path} is {w}x{h}, too small (sides under {min_side} px)")
+            raise UserError(f"image {label} is {w}x{h}, too small (sides under {min_side} px)")
         if image.mode == "CMYK":
-            raise UserError(f"image {path} is CMYK; convert it to RGB first")
+            raise UserError(f"image {label} is CMYK; convert it to RGB first")
         try:
             image.load()
         except (OSError, SyntaxError, ValueError) as error:
-            raise UserError(f"image {path} is corrupt or truncated ({error})") from None
+            raise UserError(f"image {label} is corrupt or truncated ({error})") from None
         return prepare_image(image)[0]
 
 

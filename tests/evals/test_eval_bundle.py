@@ -13,7 +13,6 @@ from omni_img import cli
 from omni_img.data import examples, reading
 from omni_img.evals import bundle_eval
 from omni_img.sampling.ar import DEFAULT_SAMPLING
-from tests.export.conftest import bundle_dir, trained_run  # noqa: F401  (fixtures)
 
 PER_TASK = 2
 
@@ -58,7 +57,7 @@ def run_eval(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_eval_bundle_writes_the_report(bundle_dir, fake_split, tmp_path, capsys):  # noqa: F811
+def test_eval_bundle_writes_the_report(bundle_dir, fake_split, tmp_path, capsys):
     out = tmp_path / "report"
     code, stdout, stderr = run_eval(
         capsys, "--bundle", bundle_dir, "--out", out, "--per_task", PER_TASK, "--no_fid",
@@ -91,7 +90,7 @@ def test_eval_bundle_writes_the_report(bundle_dir, fake_split, tmp_path, capsys)
             assert (out / f"samples_{task}_{decoder}.png").is_file()
 
 
-def test_eval_bundle_images_are_what_generate_makes(bundle_dir, fake_split, tmp_path):  # noqa: F811
+def test_eval_bundle_images_are_what_generate_makes(bundle_dir, fake_split, tmp_path):
     """Record i is generated with seed + i, as `generate` would make it."""
     from omni_img.export.bundle import load_bundle
 
@@ -113,7 +112,7 @@ def test_eval_bundle_images_are_what_generate_makes(bundle_dir, fake_split, tmp_
     bundle_eval.fid_available(None) is not None,
     reason="FID weights not cached (omni-img eval fetch-weights)",
 )
-def test_eval_bundle_with_fid(bundle_dir, fake_split, tmp_path, capsys):  # noqa: F811
+def test_eval_bundle_with_fid(bundle_dir, fake_split, tmp_path, capsys):
     out = tmp_path / "report"
     args = ("--bundle", bundle_dir, "--out", out, "--per_task", 1, "--decoder", "conv",
             "--stats_cache", tmp_path / "stats")  # fmt: skip
@@ -129,7 +128,7 @@ def test_eval_bundle_with_fid(bundle_dir, fake_split, tmp_path, capsys):  # noqa
     assert json.loads((out / "report.json").read_text())["fid"]["reference_stats_cached"]
 
 
-def test_eval_bundle_errors(bundle_dir, fake_split, tmp_path, capsys):  # noqa: F811
+def test_eval_bundle_errors(bundle_dir, fake_split, tmp_path, capsys):
     code, _, stderr = run_eval(capsys, "--bundle", bundle_dir, "--out", tmp_path, "--per_task", 0)
     assert code == 2 and stderr.strip().count("\n") == 0 and "--per_task" in stderr
     code, _, stderr = run_eval(capsys, "--bundle", tmp_path / "nope", "--out", tmp_path)
@@ -140,7 +139,7 @@ def test_eval_bundle_errors(bundle_dir, fake_split, tmp_path, capsys):  # noqa: 
     assert code == 2 and "unknown decoder" in stderr
 
 
-def test_eval_bundle_dataset_not_built(bundle_dir, tmp_path, capsys):  # noqa: F811
+def test_eval_bundle_dataset_not_built(bundle_dir, tmp_path, capsys):
     code, _, stderr = run_eval(
         capsys, "--bundle", bundle_dir, "--out", tmp_path / "r", "--data_dir", tmp_path / "none"
     )

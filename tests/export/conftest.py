@@ -1,7 +1,10 @@
-"""One tiny trained run (tokenizer, generator, rolling decoder; 1 step each) for all of
-tests/export, in the layout the main job writes: RUN/tokenizer, RUN/generator, RUN/rolling.
+"""One tiny trained run (tokenizer, generator, rolling decoder; 1 step each) for
+tests/export and tests/serve, in the layout the main job writes: RUN/tokenizer,
+RUN/generator, RUN/rolling.
 
-Built once per test session: training three stages costs most of these tests' time.
+Built once per test session by the fixtures in tests/conftest.py (trained_run,
+bundle_dir, bundle), which both directories share: training three stages costs most of
+these tests' time.
 """
 
 import pathlib
@@ -59,26 +62,3 @@ def train_tiny_run(run: pathlib.Path) -> pathlib.Path:
         generator.train(gen_config, str(run / "generator"))
         rolling.train(config, str(run / "rolling"))
     return run
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(trained_run, tmp_path_factory):
-    """A float32 bundle exported from `trained_run` (tests copy it before corrupting it)."""
-    from omni_img.export.bundle import export_bundle, resolve_run
-
-    rolling, generator, tokenizer = resolve_run(trained_run)
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(rolling, out, generator_workdir=generator, tokenizer_workdir=tokenizer)
-    return out
-
-
-@pytest.fixture(scope="session")
-def bundle(bundle_dir):
-    from omni_img.export.bundle import load_bundle
-
-    return load_bundle(bundle_dir)
