@@ -78,6 +78,7 @@ def test_nan_stops_at_its_step_without_saving_it(tmp_path, monkeypatch):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_nan_batch_is_skipped_and_counted_when_asked(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     report = _train_poisoned(workdir, monkeypatch, nonfinite="skip")
@@ -105,6 +106,7 @@ def _image_folder(root, count: int):
     return images, captions
 
 
+@pytest.mark.slow
 def test_corrupt_records_are_skipped_counted_and_reported(tmp_path, capfd):
     from omni_img.data.ingest import ingest
     from omni_img.data.reading import source
