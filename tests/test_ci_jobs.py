@@ -30,12 +30,17 @@ def _selects(expression: str, markers: set) -> bool:
 
 @pytest.mark.parametrize(
     "markers",
-    [set(), {"slow"}, {"torch"}, {"slow", "torch"}],
-    ids=["plain", "slow", "torch", "both"],
+    [set(), {"slow"}, {"torch"}, {"slow", "torch"}, {"chaos"}, {"chaos", "slow"}],
+    ids=["plain", "slow", "torch", "both", "chaos", "chaos-slow"],
 )
 def test_every_kind_of_test_runs_in_some_ci_job(markers):
     assert all((ROOT / ".ci" / job).is_file() for job in JOBS), "a CI job script is missing"
     assert any(_selects(_marker_expression(job), markers) for job in JOBS), markers
+
+
+def test_heavy_chaos_tests_stay_out_of_the_default_job():
+    assert not _selects(_marker_expression("run"), {"chaos", "slow"})
+    assert _selects(_marker_expression("run"), {"chaos"})  # the fast subset runs in CI
 
 
 def test_the_slow_job_runs_exactly_the_slow_tests():

@@ -25,6 +25,9 @@ def training_defaults() -> ml_collections.ConfigDict:
     config.log_every = 20
     config.eval_every = 0  # 0: evaluate only at the end
     config.profile_steps = ""  # "first,last": write a jax.profiler trace of those steps
+    # A step whose loss or gradient norm is NaN/Inf: "stop" (the run ends naming it, and
+    # that state is never saved) or "skip" (keep the previous state, count the batch).
+    config.nonfinite = "stop"
     config.resume_from = ""
     config.init_from = ""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 
 import ml_collections
@@ -43,6 +44,7 @@ COMMON_SCHEMA: dict[str, type | tuple[type, ...]] = {
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+NONFINITE_MODES = ("stop", "skip")
 
 
 def _lookup(config: ml_collections.ConfigDict, dotted: str):
@@ -86,6 +88,8 @@ def validate_config(
             raise UserError(f"config.{key}={config[key]} must be positive")
     if not 0.0 <= config.ema_decay < 1.0:
         raise UserError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
+    if config.get("nonfinite", "stop") not in NONFINITE_MODES:
+        raise UserError(f"config.nonfinite={config.nonfinite!r}; choose one of {NONFINITE_MODES}")
 
     mesh_shape = resolve_mesh_shape(dict(config.mesh), num_devices)
     data_parallel = math.prod(mesh_shape[name] for name in BATCH_AXES)
@@ -111,7 +115,27 @@ def validate_config(
         parent = pathlib.Path(workdir).expanduser().absolute().parent
         if not parent.is_dir():
             raise UserError(f"--workdir {workdir}: parent directory {parent} does not exist")
+        require_writable(pathlib.Path(workdir).expanduser().absolute())
     return mesh_shape
+
+
+def require_writable(workdir: pathlib.Path) -> None:
+    """UserError naming the workdir (and its last checkpoint) if nothing can be written
+    in it: better now than at the first save, minutes of training later."""
+    target = workdir if workdir.is_dir() else workdir.parent
+    probe = target / f".omni_img_write_probe_{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        checkpoints = workdir / "checkpoints"
+        steps = sorted(
+            int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()
+        ) if checkpoints.is_dir() else []  # fmt: skip
+        last = f"its last checkpoint is step {steps[-1]}, untouched" if steps else "no checkpoint"
+        raise UserError(
+            f"--workdir {workdir} is not writable ({error.strerror or error}); {last}"
+        ) from None
 
 
 def parse_profile_steps(text: str) -> tuple[int, int] | None:

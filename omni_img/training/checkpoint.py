@@ -11,6 +11,13 @@ Resume order (see docs/training.md): the workdir's latest checkpoint, else
 `config.init_from` (params and EMA params only), else scratch. The first two refuse a
 config whose `num_steps` differs from the checkpoint's: the schedule decays over
 `num_steps`, so resuming with another value would silently change the learning rate.
+A damaged latest step falls back to the newest one that restores (`training.restore`).
+
+A save counts once Orbax has committed it and its file digest is written
+(`training.checkpoint_digest`): the loop asks after every step whether the async save
+finished (`record_finished_saves`), and the next save, `wait` and `close` wait for it.
+A save that fails (a full disk, an unwritable workdir) stops the run with one line
+naming the checkpoint folder and the last good step; nothing saved before is touched.
 """
 
 from __future__ import annotations
@@ -25,7 +32,13 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from omni_img.errors import UserError
-from omni_img.training.data_position import restore_position
+from omni_img.training.checkpoint_digest import write_digest
+from omni_img.training.restore import (
+    check_same_schedule,
+    one_line,
+    restore_from,
+    restore_newest,
+)
 from omni_img.training.state import TrainState
 
 _replica_parallel: bool | None = None  # Orbax's default until set here
@@ -74,6 +87,10 @@ class Checkpointer:
             ),
         )
 
+        self.last_good = self.manager.latest_step()  # the newest step that counts
+        self._unsealed: int | None = None  # saved, not yet known to be committed
+        self._failed = False
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
@@ -90,60 +107,82 @@ class Checkpointer:
 
     def save(self, step: int, state: TrainState, data_iterator=None) -> None:
         """Start an (async) save of `state` and the iterator position at `step`."""
-        if step in self.manager.all_steps():
+        if step in self.manager.all_steps() or self._failed:
             return
+        self._seal_pending()  # Orbax would wait for the previous save here anyway
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if self.num_steps is not None:
             items["schedule"] = ocp.args.JsonSave({"num_steps": int(self.num_steps)})
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as error:
+            self._fail(step, error)
+        self._unsealed = step
         self._last_save_time = time.monotonic()
+        if not self.manager.is_saving_in_progress():  # a synchronous save
+            self._seal_pending()
+
+    def newest_saved(self) -> int | None:
+        """The step of the newest save started (it may still be in flight)."""
+        return self._unsealed if self._unsealed is not None else self.last_good
+
+    def record_finished_saves(self) -> None:
+        """Count an async save that finished since the last call (cheap: no waiting)."""
+        if self._unsealed is not None and not self.manager.is_saving_in_progress():
+            self._seal_pending()
 
     def restore(self, abstract_state: TrainState, data_iterator=None, step: int | None = None):
-        """Restore onto the shardings in `abstract_state` (any mesh); moves the iterator."""
-        return restore_from(self.manager, abstract_state, data_iterator, step)
+        """Restore onto the shardings in `abstract_state` (any mesh); moves the iterator.
+        Without `step`, the newest step that restores (damaged ones are left in place)."""
+        return restore_from(self.manager, abstract_state, data_iterator, step, say=_say)
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._seal_pending()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        if self._failed:  # already reported: leave Orbax's half-written folder alone
+            try:
+                self.manager.close()
+            except Exception:  # noqa: BLE001 - the first error is the one to show
+                pass
+            return
+        self._seal_pending()
         self.manager.close()
 
+    def _seal_pending(self) -> None:
+        """Wait for the save in flight, check Orbax committed it, write its digest."""
+        step, self._unsealed = self._unsealed, None
+        try:
+            self.manager.wait_until_finished()
+            if step is None:
+                return
+            step_dir = self.directory / str(step)
+            if not step_dir.is_dir():
+                raise OSError(f"Orbax did not commit {step_dir}")
+            if jax.process_index() == 0:
+                write_digest(step_dir)
+        except Exception as error:
+            self._fail(step, error)
+        self.last_good = step
 
-def restore_from(manager, abstract_state, data_iterator=None, step=None) -> TrainState:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise UserError(f"no checkpoint found in {manager.directory}")
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-    )
-    if data_iterator is not None:  # not grain's restore: it needs the same process count
-        restore_position(manager.directory / str(step) / "data", data_iterator)
-    return restored["state"]
+    def _fail(self, step: int | None, error: Exception):
+        self._failed = True
+        last = f"step {self.last_good}" if self.last_good is not None else "none yet"
+        raise CheckpointSaveError(
+            f"saving the checkpoint of step {step} to {self.directory} failed "
+            f"({one_line(error)}); the last good checkpoint is {last}, untouched"
+        ) from None
 
 
-def saved_num_steps(manager, step: int) -> int | None:
-    """The `num_steps` the checkpoint at `step` was trained for (None: saved before
-    checkpoints recorded it)."""
-    if not (manager.directory / str(step) / "schedule").exists():
-        return None
-    args = ocp.args.Composite(schedule=ocp.args.JsonRestore())
-    return int(manager.restore(step, args=args)["schedule"]["num_steps"])
+class CheckpointSaveError(UserError):
+    """A save did not complete: a full disk, an unwritable folder."""
 
 
-def check_same_schedule(manager, step: int | None, num_steps: int, where: str) -> None:
-    """Refuse to resume a run whose learning-rate schedule would change."""
-    step = manager.latest_step() if step is None else step
-    saved = None if step is None else saved_num_steps(manager, step)
-    if saved is not None and saved != num_steps:
-        raise UserError(
-            f"the checkpoint at step {step} in {where} was trained with num_steps={saved}, "
-            f"but this run has num_steps={num_steps}: resuming would change the "
-            f"learning-rate schedule; keep num_steps={saved}, or start a new workdir "
-            f"with config.init_from"
-        )
+def _say(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 def _manager_for(path: str) -> tuple[ocp.CheckpointManager, int | None]:
@@ -173,18 +212,28 @@ def restore_initial_state(
     called only when needed.
     """
     if checkpointer.latest_step() is not None:
-        check_same_schedule(checkpointer.manager, None, config.num_steps, "this workdir")
-        state = checkpointer.restore(abstract_state, data_iterator)
+        state, step = restore_newest(
+            checkpointer.manager,
+            abstract_state,
+            data_iterator,
+            num_steps=config.num_steps,
+            where="this workdir",
+            move_damaged=True,
+            say=_say,
+        )
+        checkpointer.last_good = step
         return state, f"resumed from this workdir at step {int(jax.device_get(state.step))}"
     if config.resume_from:
         manager, step = _manager_for(config.resume_from)
-        check_same_schedule(manager, step, config.num_steps, config.resume_from)
-        state = restore_from(manager, abstract_state, data_iterator, step)
+        if step is not None:
+            check_same_schedule(manager, step, config.num_steps, config.resume_from)
+        walk = dict(num_steps=config.num_steps, where=config.resume_from, say=_say)
+        state = restore_from(manager, abstract_state, data_iterator, step, **walk)
         return state, f"resumed from {config.resume_from} at step {int(jax.device_get(state.step))}"
     state = fresh_state()
     if config.init_from:
         manager, step = _manager_for(config.init_from)
-        loaded = restore_from(manager, abstract_state, None, step)
+        loaded = restore_from(manager, abstract_state, None, step, say=_say)
         state = state.replace(params=loaded.params, ema_params=loaded.ema_params)
         return state, f"initialised params from {config.init_from}"
     return state, "started from scratch"

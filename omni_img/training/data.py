@@ -8,7 +8,9 @@ position (a count of batches, the same on every process) means the same on any
 process count with the same global batch size: `training.data_position` restores it
 onto another count. Batches are assembled into global `jax.Array`s with
 `jax.make_array_from_process_local_data`. The iterator is checkpointable (grain saves
-its position), so resume continues on the exact next batch.
+its position), so resume continues on the exact next batch. A record that fails to
+read or decode is skipped and counted (`training.corrupt_records`): each batch carries
+the count in an extra column that `fit` takes out before the step.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from omni_img.sharding import batch_sharding
+from omni_img.training.corrupt_records import SkippingMap
 
 Example = Mapping[str, Any]
 
@@ -59,7 +62,7 @@ def make_train_iterator(
         dataset = dataset.repeat(num_epochs)
     local_batch_size = global_batch_size // process_count
     # Transforms are lazy: a process only decodes the records of its own blocks.
-    dataset = dataset.map(transform).batch(local_batch_size, drop_remainder=True)
+    dataset = SkippingMap(dataset, transform).batch(local_batch_size, drop_remainder=True)
     dataset = dataset[process_index::process_count]
     iterable = dataset.to_iter_dataset()
     if worker_count > 0:

@@ -25,12 +25,13 @@ from jax.sharding import Mesh
 from omni_img.errors import UserError
 from omni_img.sharding import mesh_context
 from omni_img.training.checkpoint import Checkpointer, restore_initial_state
+from omni_img.training.corrupt_records import SkipCounter
 from omni_img.training.data import batch_shardings, to_global_batch
 from omni_img.training.loop import LoopResult, run_loop
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.optim import learning_rate_schedule, make_optimizer
 from omni_img.training.state import create_sharded_state, state_shardings
-from omni_img.training.step import LossFn, jit_train_step
+from omni_img.training.step import LossFn, jit_train_step, skips_nonfinite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +101,16 @@ def fit(
         print(f"{description}: {origin}; mesh {dict(mesh.shape)}", flush=True)
 
     # ---------------------------------------------------------------- Loop
+    corrupt = SkipCounter()
     try:
         with mesh_context(mesh, rules):
-            return run_loop(
+            result = run_loop(
                 state=state,
                 step_fn=step_fn,
                 batches=data_iterator,
-                to_device=functools.partial(_to_device, mesh=mesh, prepare=prepare_batch),
+                to_device=functools.partial(
+                    _to_device, mesh=mesh, prepare=prepare_batch, corrupt=corrupt
+                ),
                 num_steps=config.num_steps,
                 checkpointer=checkpointer,
                 data_iterator=data_iterator,
@@ -119,13 +123,19 @@ def fit(
                 every_step_hooks=tuple(hooks),
                 minute_hooks=tuple(minute_hooks),
                 description=description,
+                skip_nonfinite=skips_nonfinite(config),
             )
     finally:
         checkpointer.close()
+    result.corrupt_records_skipped = corrupt.total
+    writer.write(int(jax.device_get(result.state.step)), {"corrupt_records_skipped": corrupt.total})
+    if corrupt.total and jax.process_index() == 0:
+        print(f"{description}: skipped {corrupt.total} corrupt records", flush=True)
+    return result
 
 
-def _to_device(batch, *, mesh: Mesh, prepare):
-    global_batch = to_global_batch(batch, mesh)
+def _to_device(batch, *, mesh: Mesh, prepare, corrupt: SkipCounter):
+    global_batch = to_global_batch(corrupt.strip(batch), mesh)
     return global_batch if prepare is None else prepare(global_batch)
 
 
@@ -177,6 +187,8 @@ def finish_report(report: dict, result: LoopResult, writer: MetricsWriter, path:
     close the writer and (process 0) write the report as JSON to `path`."""
     report.update(
         steps=int(jax.device_get(result.state.step)),
+        corrupt_records_skipped=result.corrupt_records_skipped,
+        nonfinite_skipped=result.nonfinite_skipped,
         compile_seconds=round(result.compile_seconds, 2),
         train_seconds=round(result.train_seconds, 2),
     )

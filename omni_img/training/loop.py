@@ -2,7 +2,11 @@
 
 The loop dispatches step n+1 before it reads step n's metrics back to the host,
 so the device never waits on Python. Compilation is done ahead of the loop and
-timed on its own. A non-finite loss stops the run loudly, naming the step. SIGTERM
+timed on its own. A non-finite loss or gradient norm stops the run with one line
+naming the step, and a save never writes such a state: before a save the loop reads
+that step's loss back first. With `config.nonfinite="skip"` the step keeps the state
+of the step before instead (`training.step`) and the loop counts the skipped batches
+(`nonfinite_skipped` in the metrics). SIGTERM
 (a preemption) and normal exit both write a final checkpoint. Each run logs the step
 it starts from (`start_step`: 0 from scratch, else the step it resumed at) and, when
 it ends, how many steps it ran (`steps_run`), so a resume is told from a restart.
@@ -31,24 +35,52 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from omni_img.config.validation import parse_profile_steps
+from omni_img.errors import UserError
 from omni_img.sharding import unsharded
+from omni_img.training.agreement import agree_any
 from omni_img.training.checkpoint import Checkpointer
 from omni_img.training.metrics import MetricsWriter
 from omni_img.training.state import TrainState
 
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite."""
+__all__ = ["LoopResult", "NonFiniteLossError", "agree_any", "run_loop"]
 
 
-def agree_any(flags: tuple[bool, ...]) -> tuple[bool, ...]:
-    """Each flag OR-ed over all processes (identity with one process)."""
-    if jax.process_count() == 1:
-        return flags
-    from jax.experimental import multihost_utils
+class NonFiniteLossError(UserError):
+    """The loss or the gradients became NaN or infinite."""
 
-    gathered = multihost_utils.process_allgather(np.asarray(flags, np.bool_))
-    return tuple(bool(x) for x in np.any(np.reshape(gathered, (-1, len(flags))), axis=0))
+
+@dataclasses.dataclass
+class _NonFiniteWatch:
+    """How the loop treats a step whose loss or gradient norm is not finite."""
+
+    skip: bool  # the step kept the previous state (config.nonfinite="skip"): count it
+    checkpointer: Checkpointer | None
+    skipped: int = 0
+
+    def check(self, step: int, metrics) -> float:
+        """The step's loss; raises NonFiniteLossError in stop mode."""
+        names = [n for n in ("loss", "grad_norm", "nonfinite_skipped") if n in metrics]
+        values = dict(zip(names, map(float, jax.device_get([metrics[n] for n in names]))))
+        if self.skip:
+            self.skipped += int(values.get("nonfinite_skipped", 0.0) > 0)
+            return values["loss"]
+        loss, grad_norm = values["loss"], values.get("grad_norm", 0.0)
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return loss
+        raise NonFiniteLossError(
+            f"non-finite loss {loss} (gradient norm {grad_norm}) at step {step}; stopped "
+            f"without saving step {step}: {self._last_checkpoint()}; a rerun reads the "
+            f"same batch, so set config.nonfinite=skip to skip batches like it"
+        )
+
+    def _last_checkpoint(self) -> str:
+        saved = None if self.checkpointer is None else self.checkpointer.newest_saved()
+        return "no checkpoint saved yet" if saved is None else f"the last checkpoint is {saved}"
+
+    def before_save(self, step: int, metrics) -> None:
+        """In stop mode, check the step about to be saved now, not one step later."""
+        if not self.skip:
+            self.check(step, metrics)
 
 
 @dataclasses.dataclass
@@ -59,6 +91,8 @@ class LoopResult:
     train_seconds: float  # wall time of the loop, hooks included
     train_minutes: float = 0.0  # training time alone, as minute hooks count it
     stopped_by_signal: bool = False
+    nonfinite_skipped: int = 0  # batches whose update was skipped (config.nonfinite="skip")
+    corrupt_records_skipped: int = 0  # set by `fit` (training.corrupt_records)
 
 
 MinuteHook = Callable[..., Mapping[str, float] | None]  # fn(state, *, train_minutes)
@@ -128,6 +162,7 @@ def run_loop(
     ] = (),
     minute_hooks: tuple[tuple[float, MinuteHook], ...] = (),
     description: str = "train",
+    skip_nonfinite: bool = False,
 ) -> LoopResult:
     """Run `step_fn` from `state.step` to `num_steps`; return the final state.
 
@@ -138,6 +173,7 @@ def run_loop(
     time another `minutes` of training time has passed: time spent in hooks does not
     count, so two runs' marks compare at equal training minutes (learning curves).
     `max_seconds > 0` stops early (with a checkpoint) once the time budget is spent.
+    `skip_nonfinite`: the step skips non-finite updates itself; count them, do not stop.
     """
     start_step = int(jax.device_get(state.step))
     profile = parse_profile_steps(profile_steps)
@@ -149,6 +185,7 @@ def run_loop(
         writer.write(start_step, {"compile_seconds": compile_seconds, "start_step": start_step})
 
     pending: tuple[int, dict] | None = None
+    watch = _NonFiniteWatch(skip=skip_nonfinite, checkpointer=checkpointer)
     single_process = jax.process_count() == 1
     stop_requested = False
     tracing = False
@@ -179,8 +216,9 @@ def run_loop(
             # Read back the previous step's metrics while this one runs.
             if pending is not None:
                 _report(
-                    pending, writer, bar, log_every, window_start, window_steps, examples_per_step
-                )
+                    pending, writer, bar, log_every, window_start, window_steps,
+                    examples_per_step, watch,
+                )  # fmt: skip
                 if pending[0] % log_every == 0:
                     window_start, window_steps = time.perf_counter(), 0
             pending = (step, metrics)
@@ -204,7 +242,10 @@ def run_loop(
             # Save before drawing the next batch: the saved iterator position must
             # match the saved state, so resume continues on the exact next batch.
             if checkpointer is not None and (checkpointer.due_by_steps(step) or save_by_time):
+                watch.before_save(step, metrics)  # never save what a non-finite step made
                 checkpointer.save(step, state, data_iterator)
+            if checkpointer is not None:
+                checkpointer.record_finished_saves()
             if step >= num_steps or stop_requested or out_of_time:
                 break
             batch = to_device(next(batches))
@@ -212,12 +253,15 @@ def run_loop(
             jax.block_until_ready(state)
             jax.profiler.stop_trace()
         if pending is not None:
-            _report(pending, writer, bar, 1, window_start, window_steps, examples_per_step)
+            _report(pending, writer, bar, 1, window_start, window_steps, examples_per_step, watch)
         if checkpointer is not None:
             checkpointer.save(step, state, data_iterator)
             checkpointer.wait()
         if writer is not None:  # how many steps this process ran, not the run's total
-            writer.write(step, {"steps_run": step - start_step})
+            summary = {"steps_run": step - start_step}
+            if skip_nonfinite:
+                summary["nonfinite_skipped_total"] = watch.skipped
+            writer.write(step, summary)
         stopped_by_signal = stop_requested
     bar.close()
     return LoopResult(
@@ -227,6 +271,7 @@ def run_loop(
         train_seconds=time.perf_counter() - train_start,
         train_minutes=clock.minutes(),
         stopped_by_signal=stopped_by_signal,
+        nonfinite_skipped=watch.skipped,
     )
 
 
@@ -246,11 +291,9 @@ def _timed_decisions(step, log_every, single_process, checkpointer, stop, max_se
     return local if single_process else agree_any(local)
 
 
-def _report(pending, writer, bar, log_every, window_start, window_steps, examples_per_step):
+def _report(pending, writer, bar, log_every, window_start, window_steps, examples_per_step, watch):
     step, metrics = pending
-    loss = float(jax.device_get(metrics["loss"]))
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(f"non-finite loss {loss} at step {step}; stopping the run")
+    loss = watch.check(step, metrics)
     if step % log_every:
         return
     host = {name: np.asarray(value) for name, value in jax.device_get(metrics).items()}
@@ -259,6 +302,8 @@ def _report(pending, writer, bar, log_every, window_start, window_steps, example
     host["steps_per_second"] = steps_per_second
     if examples_per_step:
         host["examples_per_second"] = steps_per_second * examples_per_step
+    if watch.skip:
+        host["nonfinite_skipped_total"] = watch.skipped
     bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{steps_per_second:.2f}")
     if writer is not None:
         writer.write(step, host)

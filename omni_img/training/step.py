@@ -84,8 +84,13 @@ def train_step(
     schedule: optax.Schedule,
     grad_accum: int,
     ema_decay: float,
+    skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update. Returns the new state and scalar metrics."""
+    """One optimizer update. Returns the new state and scalar metrics.
+
+    `skip_nonfinite`: a batch whose loss or gradient norm is NaN or infinite leaves the
+    params, optimizer state and EMA as they were (the step count and the rng advance,
+    so later batches see what they would have); `nonfinite_skipped` is 1 for it."""
     rng, step_rng = jax.random.split(state.rng)
     loss, metrics, grads = accumulate_gradients(loss_fn, state.params, batch, step_rng, grad_accum)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -102,10 +107,25 @@ def train_step(
         "update_norm": optax.tree.norm(updates),
         "learning_rate": schedule(state.step),
     }
+    if skip_nonfinite:
+        finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+
+        def keep_if_not_finite(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        params = keep_if_not_finite(params, state.params)
+        opt_state = keep_if_not_finite(opt_state, state.opt_state)
+        ema_params = keep_if_not_finite(ema_params, state.ema_params)
+        metrics["nonfinite_skipped"] = 1.0 - finite.astype(jnp.float32)
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params, rng=rng
     )
     return new_state, metrics
+
+
+def skips_nonfinite(config) -> bool:
+    """config.nonfinite == "skip" (configs saved before the key existed stop)."""
+    return config.get("nonfinite", "stop") == "skip"
 
 
 def jit_train_step(
@@ -125,6 +145,7 @@ def jit_train_step(
         schedule=schedule,
         grad_accum=config.grad_accum,
         ema_decay=config.ema_decay,
+        skip_nonfinite=skips_nonfinite(config),
     )
     return jax.jit(
         step,

@@ -15,6 +15,7 @@ from omni_img.sharding import make_mesh
 from omni_img.sharding.mesh import MESH_AXES
 from omni_img.trainers import generator, tokenizer
 from omni_img.training.checkpoint import Checkpointer
+from omni_img.training.checkpoint_digest import write_digest
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import abstract_train_state, restore_latest
 from omni_img.training.state import TrainState, create_sharded_state
@@ -124,6 +125,7 @@ def test_data_position_saved_by_two_processes_restores_onto_one(tmp_path):
     # Rewrite the saved position as two processes, 3 batches in, would have left it.
     two = [advanced(iterator(p, 2), 3).get_state() for p in range(2)]
     write_positions(tmp_path / "checkpoints" / "3" / "data", two)
+    write_digest(tmp_path / "checkpoints" / "3")  # the files as two processes wrote them
     assert not (tmp_path / "checkpoints" / "3" / "data" / "process_0-of-1.json").exists()
 
     resumed = iterator()
