@@ -36,7 +36,7 @@ from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
-from omni_img.training.sources import open_split
+from omni_img.training.sources import open_split, open_tokenized
 from omni_img.training.state import to_host
 
 TASKS = ("compose", "write", "edit")
@@ -82,7 +82,7 @@ def mixed_source(source: TokenizedSource, weights: ml_collections.ConfigDict, se
     """A MapDataset drawing tasks in proportion to `weights` (tasks absent are skipped);
     with no weights (a dataset without tasks, e.g. ImageNet) every record, shuffled."""
     if not weights:
-        return grain.MapDataset.source(source).shuffle(seed).repeat()
+        return with_drawn_caption(grain.MapDataset.source(source).shuffle(seed).repeat(), seed)
     by_task = source.task_indices()
     parts, part_weights = [], []
     for task, weight in weights.items():
@@ -93,7 +93,22 @@ def mixed_source(source: TokenizedSource, weights: ml_collections.ConfigDict, se
             part_weights.append(float(weight))
     if not parts:
         raise UserError(f"config.data.task_weights {dict(weights)} selects no task present")
-    return grain.MapDataset.mix(parts, part_weights)
+    return with_drawn_caption(grain.MapDataset.mix(parts, part_weights), seed)
+
+
+def _draw_caption(record, rng: np.random.Generator):
+    captions = json.loads(record.get("captions") or "[]")
+    if len(captions) < 2:
+        return record
+    return {**record, "caption": captions[int(rng.integers(len(captions)))]}
+
+
+def with_drawn_caption(dataset: grain.MapDataset, seed: int) -> grain.MapDataset:
+    """Records with several captions (COCO keeps about five an image) get one of them
+    each time they are drawn. The draw is a function of the seed and the position in
+    the endless stream, so every epoch pairs an image with other words, and a resumed
+    run draws exactly what the uninterrupted one drew."""
+    return dataset.random_map(_draw_caption, seed=seed + 1)
 
 
 def token_space(config: ml_collections.ConfigDict, metadata=None) -> tuple[tuple[int, int], int]:
@@ -183,7 +198,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir_path)
 
     # ---------------------------------------------------------------- Data
-    train_source = TokenizedSource(config.data.tokenized_dir, config.data.train_split)
+    train_source = open_tokenized(config.data, config.data.train_split)
     model, transform = model_and_transform(config, train_source.metadata)
     mixture = mixed_source(train_source, config.data.task_weights, config.seed)
     data_iterator = make_train_iterator(
@@ -197,7 +212,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
-    eval_source = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
+    eval_source = open_tokenized(config.data, config.data.eval_split)
     samples = SampleJudge(model, config, eval_source, transform, workdir_path)
 
     def evaluate_now(state, final: bool = False):

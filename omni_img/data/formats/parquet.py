@@ -27,9 +27,7 @@ def _pyarrow_parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise UserError(
-            'reading Parquet needs pyarrow: pip install "omni-img[parquet]"'
-        ) from None
+        raise UserError('reading Parquet needs pyarrow: pip install "omni-img[parquet]"') from None
     return pq
 
 
@@ -46,8 +44,7 @@ def plan(patterns: list[str], image_column: str, caption_column: str) -> list[Un
             if column not in names:
                 raise UserError(f"{path} has no column {column!r}; columns: {', '.join(names)}")
         units.extend(
-            Unit(path, group, image_column, caption_column)
-            for group in range(file.num_row_groups)
+            Unit(path, group, image_column, caption_column) for group in range(file.num_row_groups)
         )
     return units
 

@@ -73,8 +73,17 @@ def plan(
         raise UserError(f"{dataset} has no class names under {label_key!r} for the template")
     size = len(_open(dataset, split, data_dir))
     units = [
-        Unit(dataset, split, data_dir, start, min(start + shard_size, size), image_key,
-             label_key if names else "", names, caption_template)  # fmt: skip
+        Unit(
+            dataset,
+            split,
+            data_dir,
+            start,
+            min(start + shard_size, size),
+            image_key,
+            label_key if names else "",
+            names,
+            caption_template,
+        )  # fmt: skip
         for start in range(0, size, shard_size)
     ]
     return units, names

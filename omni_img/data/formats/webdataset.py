@@ -60,10 +60,20 @@ def samples(path: str) -> Iterator[tuple[str, dict[str, bytes]] | Skip]:
                     members = {}
                 key = member_key
                 members[extension.lower()] = tar.extractfile(member).read()
+            ended = _ends_with_end_marker(tar)
     except (tarfile.TarError, EOFError, OSError):
+        ended = False
+    if not ended:
         yield Skip("broken_tar")
     if key is not None:
         yield key, members
+
+
+def _ends_with_end_marker(tar: tarfile.TarFile) -> bool:
+    """Whether the archive ends with its two zero blocks. tarfile stops quietly at a
+    header cut short, so a shard truncated by a failed copy would pass unnoticed."""
+    tar.fileobj.seek(tar.offset)
+    return tar.fileobj.read(2 * tarfile.BLOCKSIZE) == bytes(2 * tarfile.BLOCKSIZE)
 
 
 def caption_of(members: dict[str, bytes]) -> str:
