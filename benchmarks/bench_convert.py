@@ -141,14 +141,16 @@ def main(argv=None) -> int:
                 row[f"convert_{processes}p_images_per_s"] = round(rate, 1)
                 row["kept"] = kept
             row["feed_images_per_s"] = round(feed_rate(f"{fmt}_1p", root / "out"), 1)
+            shards = (root / "out" / f"{fmt}_1p" / "train").glob("*.array_record")
+            row["bytes_per_record"] = round(sum(p.stat().st_size for p in shards) / kept)
             rows.append(row)
     print(f"{args.images} images of ~{args.side} px -> {args.resolution} px JPEG records")
-    print("| format | convert, 1 process | convert, 2 processes | feed to tokenizer |")
-    print("|---|---|---|---|")
+    print("| format | convert, 1 process | 2 processes | feed to tokenizer | bytes/record |")
+    print("|---|---|---|---|---|")
     for row in rows:
         two = row.get("convert_2p_images_per_s", "n/a")
         print(f"| {row['format']} | {row['convert_1p_images_per_s']} | {two} | "
-              f"{row['feed_images_per_s']} |")  # fmt: skip
+              f"{row['feed_images_per_s']} | {row['bytes_per_record']} |")  # fmt: skip
     out = ROOT / "benchmarks" / "results" / "convert.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))

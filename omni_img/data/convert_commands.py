@@ -7,7 +7,8 @@ omni-img data webdataset --shards 'laion/*.tar' --name laion_256 --processes 8
 omni-img data parquet --files 'data/train-*.parquet' --name hf_256 --caption_column text
 
 Each writes `<data_dir>/<name>/` (omni_img/data/converted.py) over --processes
-processes, and a rerun after an interruption reuses the shards already written.
+processes, or over many hosts with --beam (omni_img/data/beam_conversion.py), and a
+rerun after an interruption reuses the shards already written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def _common(parser: argparse.ArgumentParser, split_help: str) -> None:
     parser.add_argument("--encoding", default="jpeg", choices=("jpeg", "png", "raw"))
     parser.add_argument("--processes", type=int, default=1, help="conversion processes")
     parser.add_argument("--shard_size", type=int, default=None, help="images per work unit")
+    parser.add_argument(
+        "--beam", default=None, metavar="OPTIONS",
+        help='run on Apache Beam with these pipeline options, e.g. "--runner=DataflowRunner ..."',
+    )  # fmt: skip
     parser.add_argument(
         "--data_dir", default=None, help="default: $TFDS_DATA_DIR or ~/tensorflow_datasets"
     )
@@ -77,17 +82,22 @@ def _job(args, source: str, units, reader, label_names=()):
     return Job(info, str(directory), args.split, units, reader)
 
 
-def _run(job, processes: int) -> int:
-    from omni_img.data import conversion
+def _run(job, args: argparse.Namespace) -> int:
+    from omni_img.data import beam_conversion, conversion
 
-    if processes < 1:
-        raise UserError(f"--processes must be at least 1, got {processes}")
+    if args.processes < 1:
+        raise UserError(f"--processes must be at least 1, got {args.processes}")
     start = time.perf_counter()
-    index, reused = conversion.run(job, processes)
+    if args.beam is not None:
+        index, reused = beam_conversion.run(job, args.beam)
+        where = "on Beam"
+    else:
+        index, reused = conversion.run(job, args.processes)
+        where = f"{args.processes} process{'es' if args.processes > 1 else ''}"
     seconds = time.perf_counter() - start
     print(conversion.summary(index, reused, len(job.units)))
     print(f"wrote {job.info.name} ({job.split}, {job.info.resolution} px) to {job.directory} "
-          f"({seconds:.1f} s, {processes} process{'es' if processes > 1 else ''})")  # fmt: skip
+          f"({seconds:.1f} s, {where})")  # fmt: skip
     return 0 if index["count"] else 1
 
 
@@ -108,14 +118,14 @@ def convert_tfds(args: argparse.Namespace) -> int:
         label_key=args.label_key, caption_template=args.caption_template,
         shard_size=_shard_size(args, tfds_images.SHARD_SIZE),
     )  # fmt: skip
-    return _run(_job(args, f"tfds:{args.dataset}", units, tfds_images.read, names), args.processes)
+    return _run(_job(args, f"tfds:{args.dataset}", units, tfds_images.read, names), args)
 
 
 def convert_coco(args: argparse.Namespace) -> int:
     from omni_img.data.formats import coco
 
     units = coco.plan(args.images, args.annotations, _shard_size(args, coco.SHARD_SIZE))
-    return _run(_job(args, "coco", units, coco.read), args.processes)
+    return _run(_job(args, "coco", units, coco.read), args)
 
 
 def convert_webdataset(args: argparse.Namespace) -> int:
@@ -124,7 +134,7 @@ def convert_webdataset(args: argparse.Namespace) -> int:
     if args.shard_size is not None:
         raise UserError("a webdataset's work unit is one tar file: drop --shard_size")
     units = webdataset.plan(args.shards)
-    return _run(_job(args, "webdataset", units, webdataset.read), args.processes)
+    return _run(_job(args, "webdataset", units, webdataset.read), args)
 
 
 def convert_parquet(args: argparse.Namespace) -> int:
@@ -133,4 +143,4 @@ def convert_parquet(args: argparse.Namespace) -> int:
     if args.shard_size is not None:
         raise UserError("a Parquet work unit is one row group: drop --shard_size")
     units = parquet.plan(args.files, args.image_column, args.caption_column)
-    return _run(_job(args, "parquet", units, parquet.read), args.processes)
+    return _run(_job(args, "parquet", units, parquet.read), args)
