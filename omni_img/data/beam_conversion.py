@@ -1,6 +1,6 @@
 """Run a conversion on Apache Beam: the same work units, spread over many hosts.
 
-`omni-img data ... --beam "--runner=DataflowRunner --project=P --region=R ..."` sends
+`omni-img data ... --beam="--runner=DataflowRunner --project=P --region=R ..."` sends
 the units that are not complete yet through a Beam pipeline (Create -> Reshuffle ->
 convert one unit), so any Beam runner (Dataflow, Flink, Spark, or the DirectRunner's
 processes on one host) schedules them; omni_img schedules nothing itself. A worker

@@ -28,7 +28,7 @@ def _common(parser: argparse.ArgumentParser, split_help: str) -> None:
     parser.add_argument("--shard_size", type=int, default=None, help="images per work unit")
     parser.add_argument(
         "--beam", default=None, metavar="OPTIONS",
-        help='run on Apache Beam with these pipeline options, e.g. "--runner=DataflowRunner ..."',
+        help='run on Apache Beam with these pipeline options: --beam="--runner=DataflowRunner ..."',
     )  # fmt: skip
     parser.add_argument(
         "--data_dir", default=None, help="default: $TFDS_DATA_DIR or ~/tensorflow_datasets"
