@@ -135,6 +135,7 @@ def test_tfds_mock_imagenet_keeps_labels_and_fills_a_caption_template(tmp_path, 
         ("tokenizer_imagenet256.py", "omni-img data tfds --dataset imagenet2012"),
         ("c2i_imagenet256.py", "config.data.tokenized_dir is empty: no token grids of imagenet"),
         ("t2i_256.py", "omni-img data coco --images train2017"),
+        ("generator_tiny.py", "omni-img tokenize --tokenizer runs/tokenizer_tiny"),
     ],
 )
 def test_presets_name_their_data_and_stop_before_compiling(preset, expected, tmp_path,
@@ -147,7 +148,9 @@ def test_presets_name_their_data_and_stop_before_compiling(preset, expected, tmp
     for trainer in (generator, tokenizer):
         monkeypatch.setattr(trainer, "fit", must_not_compile)
     code = cli(["train", "--config", str(ROOT / "experiments" / preset), "--workdir",
-                str(tmp_path / "run"), f"--config.data.data_dir={tmp_path}"])  # fmt: skip
+                str(tmp_path / "run"), f"--config.data.data_dir={tmp_path}",
+                *([f"--config.data.tokenized_dir={tmp_path / 'none'}"]
+                  if preset == "generator_tiny.py" else [])])  # fmt: skip
     message = capsys.readouterr().err
     assert code == 2, message
     assert expected in message and "prepare it with:" in message
