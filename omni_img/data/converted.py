@@ -31,6 +31,7 @@ import json
 import pathlib
 from typing import Any
 
+import msgpack
 import numpy as np
 from PIL import Image
 
@@ -108,9 +109,8 @@ def decode_image(payload: bytes, encoding: str, resolution: int) -> np.ndarray:
 
 
 def encode_record(pixels: np.ndarray, captions: list[str], label: int, key: str, encoding: str):
-    from flax import serialization
-
-    return serialization.msgpack_serialize(
+    # msgpack itself, not flax's wrapper: flax imports JAX, seconds in every process
+    return msgpack.packb(
         {
             "image": encode_image(pixels, encoding),
             "caption": captions[0] if captions else "",
@@ -179,9 +179,7 @@ class ConvertedSource:
         return len(self._source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from flax import serialization
-
-        stored = serialization.msgpack_restore(self._source[index])
+        stored = msgpack.unpackb(self._source[index])
         record = {
             "image": decode_image(stored["image"], self.info.encoding, self.info.resolution),
             "caption": stored["caption"],
