@@ -32,7 +32,7 @@ from omni_img.models.generator import Generator, generator_loss, make_generator
 from omni_img.sampling import ar
 from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
-from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
+from omni_img.tokenizers.text import as_text, encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
@@ -50,7 +50,7 @@ def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarra
             raise UserError("a class-conditional generator needs records with a 'label'")
         return {"class_id": np.asarray(record["label"], np.int32), "target_tokens": target}
     text_ids, text_mask = pad_ids(
-        [encode_prompt(tokenizer, record["caption"], model_cfg.max_text_len)],
+        [training_prompt_ids(tokenizer, record["caption"], model_cfg.max_text_len)],
         model_cfg.max_text_len,
     )
     example = {
@@ -66,6 +66,21 @@ def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarra
         history_ids, history_mask = pad_ids([ids], model_cfg.max_history_len)
         example["history_ids"], example["history_mask"] = history_ids[0], history_mask[0]
     return example
+
+
+def training_prompt_ids(tokenizer, caption, max_len: int) -> list[int]:
+    """encode_prompt's ids of a training caption, its last words dropped until it fits
+    the encoder's context. Web captions (WebDataset shards, Parquet columns) can run
+    past it, and one long caption must not stop a run; sampling still refuses an
+    over-long prompt, and an empty caption is still an error."""
+    text = as_text(caption)
+    words = text.split()
+    for shorter in (text, *(" ".join(words[:n]) for n in range(len(words) - 1, 1, -1))):
+        try:
+            return encode_prompt(tokenizer, shorter, max_len)  # as written, if it fits
+        except UserError:
+            continue
+    return encode_prompt(tokenizer, words[0] if words else text, max_len)
 
 
 class _Subset:
