@@ -14,6 +14,7 @@ rerun after an interruption reuses the shards already written.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 from omni_img.errors import UserError
@@ -75,6 +76,8 @@ def _job(args, source: str, units, reader, label_names=()):
         raise UserError(f"dataset name must be snake_case ([a-z][a-z0-9_]*), got {args.name!r}")
     if not 32 <= args.resolution <= 512 or args.resolution % 4:
         raise UserError(f"resolution must be a multiple of 4 in 32..512, got {args.resolution}")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", args.split):
+        raise UserError(f"--split must be a plain name (train, validation), got {args.split!r}")
     if not units:
         raise UserError(f"{source}: nothing to convert")
     info = converted.DatasetInfo(args.name, source, args.resolution, args.encoding, label_names)
