@@ -9,13 +9,23 @@ omni_img/config/meshes.py; default gpu8,fsdp). The decoder starts each sequence 
 its class token and has no cross-attention and no text encoder; 10 % of labels are
 dropped to the null class for classifier-free guidance. Needs the token grids of a
 16x16 / 16,384-code tokenizer with the labels kept (`omni-img tokenize` stores a
-record's `label`). Not trainable on a CPU: `omni-img compile` checks its memory.
+record's `label`): those of `imagenet2012_256` (TFDS imagenet2012 converted by
+`omni-img data tfds`, then tokenized; without them the run stops before compiling and
+says how to make them). Not trainable on a CPU: `omni-img compile` checks its memory;
+trained shrunk on a mock imagenet2012 in tests/data/test_train_on_formats.py.
 """
 
 import ml_collections
 
 from omni_img.config.defaults import training_defaults
 from omni_img.config.meshes import apply_mesh_preset
+
+PREPARE = (
+    "convert imagenet2012 (see experiments/tokenizer_imagenet256.py), train "
+    "experiments/tokenizer_imagenet256.py into TOKENIZER, then `omni-img tokenize "
+    "--tokenizer TOKENIZER --split train --split validation --out TOKENS` and pass "
+    "--config.data.tokenized_dir=TOKENS (docs/data.md, section TFDS)"
+)
 
 SIZES = {
     "B": {"dim": 768, "num_heads": 12, "dec_layers": 12, "mlp_dim": 2048},
@@ -46,6 +56,8 @@ def get_config(arg=None):
     config.caption_dropout = 0.1  # drops the class label to the null class
     config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"  # unused: no text
+    config.data.name = "imagenet2012_256"  # the tokens of TFDS imagenet2012 at 256 px
+    config.data.prepare = PREPARE
     config.data.tokenized_dir = ""
     config.data.task_weights = ml_collections.ConfigDict()  # ImageNet has no tasks
     config.model = ml_collections.ConfigDict(

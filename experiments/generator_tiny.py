@@ -44,6 +44,10 @@ def get_config(arg=None):
     config.text_align_words = True  # every word starts an encoder position
 
     config.data.tokenized_dir = "runs/tokens"
+    config.data.prepare = (
+        "omni-img train --config experiments/tokenizer_tiny.py --workdir runs/tokenizer_tiny "
+        "&& omni-img tokenize --tokenizer runs/tokenizer_tiny --out runs/tokens"
+    )
     # Compose weighs most: 0.75 of the examples raised single-object scenes from 19 % to
     # 27 % in 60 minutes (docs/models.md), write and edit stayed at 0 % either way.
     config.data.task_weights = ml_collections.ConfigDict(

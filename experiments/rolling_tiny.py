@@ -28,6 +28,9 @@ def get_config(arg=None):
     config.checkpoint.every_steps = 500
     config.optim.frozen = ("params/base",)  # the conv base stays the tokenizer's decoder
     config.data.tokenized_dir = "runs/tokens"
+    config.data.prepare = (
+        "the tokens of experiments/generator_tiny.py's data (see its config.data.prepare)"
+    )
     config.generator_workdir = "runs/generator_tiny"
     config.tokenizer_workdir = "runs/tokenizer_tiny"
     config.model = ml_collections.ConfigDict(

@@ -8,12 +8,25 @@ its shapes and shardings. The argument is a mesh preset `TARGET[,LAYOUT]` (targe
 gpu8, gpu32, tpu_v5p64; layouts pure_dp, fsdp, fsdp_tp; see omni_img/config/meshes.py),
 default gpu8,fsdp. Decoder: 16 layers, width 1024, 16 heads, SwiGLU 2816, codebook
 16384 (~306M params); encoder: 6 layers (~78M). bf16 compute, fp32 params, remat on.
+Trains on the tokens of `coco2017_256` (COCO captions converted by `omni-img data coco`,
+a caption drawn per step from each image's five) or any captioned conversion
+(WebDataset, Parquet); without them the run stops before compiling and says how to
+make them. Trained shrunk on such data in tests/data/test_train_on_formats.py.
 """
 
 import ml_collections
 
 from omni_img.config.defaults import training_defaults
 from omni_img.config.meshes import apply_mesh_preset
+
+PREPARE = (
+    "omni-img data coco --images train2017 --annotations "
+    "annotations/captions_train2017.json --name coco2017_256 --processes 16 (and "
+    "val2017 as --split validation), train experiments/tokenizer_imagenet256.py (or "
+    "reuse one), `omni-img tokenize --tokenizer TOKENIZER --dataset coco2017_256 "
+    "--split train --split validation --out TOKENS` and pass "
+    "--config.data.tokenized_dir=TOKENS (docs/data.md, section COCO captions)"
+)
 
 
 def get_config(arg=None):
@@ -37,8 +50,12 @@ def get_config(arg=None):
     config.caption_dropout = 0.1
     config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
     config.text_tokenizer = "bytes"
+    config.data.name = "coco2017_256"  # the tokens of COCO captions 2017 at 256 px
+    config.data.prepare = PREPARE
     config.data.tokenized_dir = ""
-    config.data.task_weights = ml_collections.ConfigDict({"compose": 1.0})
+    # Captioned images (COCO, WebDataset, Parquet conversions); omni_shapes tokens at
+    # 256 px: --config.data.task_weights='{"compose": 1.0}' or its three tasks.
+    config.data.task_weights = ml_collections.ConfigDict({"caption": 1.0})
     config.model = ml_collections.ConfigDict(
         {
             "text_vocab_size": 264,

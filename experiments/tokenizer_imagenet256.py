@@ -1,16 +1,27 @@
 """Tokenizer for 256 px images: 16x16 tokens, codebook 16384 (the LlamaGen-B tokenizer's class).
 
+    omni-img data tfds --dataset imagenet2012 --split train --name imagenet2012_256
+    omni-img data tfds --dataset imagenet2012 --split validation --name imagenet2012_256
     omni-img train --config experiments/tokenizer_imagenet256.py --workdir DIR \
-        --config.data.name=imagenet2012 --config.mesh.fsdp=8
+        --config.mesh.fsdp=8
 
 l2-normalised VQ with an 8-dimensional lookup and an entropy penalty. Not trained on a
-CPU: shape-checked in tests. Uses a TFDS dataset whose records hold a uint8 `image` of
-256x256x3 (e.g. an ingested folder, see docs/data.md).
+CPU: shape-checked in tests, and trained shrunk on a mock imagenet2012 in
+tests/data/test_train_on_formats.py. Expects `imagenet2012_256`: TFDS imagenet2012
+converted to 256 px (any other dataset of 256 px records: --config.data.name=NAME,
+e.g. a COCO, WebDataset or Parquet conversion; docs/data.md).
 """
 
 import ml_collections
 
 from omni_img.config.defaults import training_defaults
+
+CONVERT = (
+    "omni-img data tfds --dataset imagenet2012 --split train --name imagenet2012_256 "
+    "--processes 16 && omni-img data tfds --dataset imagenet2012 --split validation "
+    "--name imagenet2012_256 (imagenet2012 built first by `tfds build imagenet2012 "
+    "--file_format=array_record --manual_dir=DIR`; docs/data.md, section TFDS)"
+)
 
 
 def get_config(arg=None):
@@ -26,7 +37,8 @@ def get_config(arg=None):
     config.optim.b2 = 0.95
     config.checkpoint.every_steps = 5000
     config.checkpoint.every_minutes = 30.0
-    config.data.name = "imagenet2012"
+    config.data.name = "imagenet2012_256"
+    config.data.prepare = CONVERT
     config.model = ml_collections.ConfigDict(
         {
             "image_size": 256,

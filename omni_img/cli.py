@@ -17,7 +17,7 @@ from omni_img.errors import UserError
 # subcommand -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("omni_img.demo", "the main job: build data, train every stage, export, report"),
-    "data": ("omni_img.data.commands", "build the built-in dataset or ingest your own images"),
+    "data": ("omni_img.data.commands", "build omni_shapes; ingest or convert your own images"),
     "train": ("omni_img.trainers.commands", "train one stage from an experiment config"),
     "compile": (
         "omni_img.trainers.compile",

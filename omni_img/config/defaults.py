@@ -71,6 +71,8 @@ def training_defaults() -> ml_collections.ConfigDict:
             "train_split": "train",
             "eval_split": "validation",
             "worker_count": 0,  # grain worker processes; 0 reads in the main process
+            # The command(s) that make this data; quoted when the data is missing.
+            "prepare": "",
         }
     )
     return config

@@ -3,6 +3,7 @@
 omni-img data build [--config 64px] [--data_dir DIR]
 omni-img data build --resolution 128 --train_examples 5000 [--seed 1]
 omni-img data ingest --images DIR --captions FILE.jsonl --name NAME [--resolution 64]
+omni-img data tfds|coco|webdataset|parquet ... --name NAME   (see convert_commands.py)
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from omni_img.data.convert_commands import add_format_parsers
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register `build` and `ingest` under `omni-img data`."""
+    """Register `build`, `ingest` and the format converters under `omni-img data`."""
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="build omni_shapes into ArrayRecord files")
     build.add_argument(
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ingest.add_argument("--split", default="train")
     ingest.add_argument("--data_dir", default=None)
     ingest.set_defaults(_data=_ingest)
+    add_format_parsers(actions)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@
 data source: `len(src)`, `src[i]` -> dict of numpy values) that `grain.MapDataset.source`
 and `grain.DataLoader` take as is. Names: "omni_shapes" (the default config),
 "omni_shapes/<config>", a bare config name ("64px", "tiny", or a custom
-"r96-3000-300-300-s0"), an `OmniShapesConfig`, or the name of an ingested dataset.
+"r96-3000-300-300-s0"), an `OmniShapesConfig`, the name of an ingested dataset, or of
+one converted by `omni-img data tfds|coco|webdataset|parquet` (omni_img/data/converted.py).
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def prepare(name_or_config: Any = "omni_shapes", data_dir: str | None = None):
 
 def source(name_or_config: Any = "omni_shapes", split: str = "train", data_dir: str | None = None):
     """A random-access source over a prepared split: len(src), src[i] -> {feature: numpy}."""
+    from omni_img.data import converted
+
+    root = data_dir or default_data_dir()
+    if isinstance(name_or_config, str) and converted.is_converted(root, name_or_config):
+        return converted.ConvertedSource(converted.dataset_dir(root, name_or_config), split)
     dataset = builder(name_or_config, data_dir)
     if not dataset.is_prepared():
         raise UserError(

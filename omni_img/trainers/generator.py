@@ -32,11 +32,11 @@ from omni_img.models.generator import Generator, generator_loss, make_generator
 from omni_img.sampling import ar
 from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
-from omni_img.tokenizers.text import encode_prompt, make_text_tokenizer, pad_ids
+from omni_img.tokenizers.text import as_text, encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
-from omni_img.training.sources import open_split
+from omni_img.training.sources import open_split, open_tokenized
 from omni_img.training.state import to_host
 
 TASKS = ("compose", "write", "edit")
@@ -50,7 +50,7 @@ def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarra
             raise UserError("a class-conditional generator needs records with a 'label'")
         return {"class_id": np.asarray(record["label"], np.int32), "target_tokens": target}
     text_ids, text_mask = pad_ids(
-        [encode_prompt(tokenizer, record["caption"], model_cfg.max_text_len)],
+        [training_prompt_ids(tokenizer, record["caption"], model_cfg.max_text_len)],
         model_cfg.max_text_len,
     )
     example = {
@@ -68,6 +68,21 @@ def conditioning_example(record, *, tokenizer, model_cfg) -> dict[str, np.ndarra
     return example
 
 
+def training_prompt_ids(tokenizer, caption, max_len: int) -> list[int]:
+    """encode_prompt's ids of a training caption, its last words dropped until it fits
+    the encoder's context. Web captions (WebDataset shards, Parquet columns) can run
+    past it, and one long caption must not stop a run; sampling still refuses an
+    over-long prompt, and an empty caption is still an error."""
+    text = as_text(caption)
+    words = text.split()
+    for shorter in (text, *(" ".join(words[:n]) for n in range(len(words) - 1, 1, -1))):
+        try:
+            return encode_prompt(tokenizer, shorter, max_len)  # as written, if it fits
+        except UserError:
+            continue
+    return encode_prompt(tokenizer, words[0] if words else text, max_len)
+
+
 class _Subset:
     """Maps a position in `indices` to that record of `source`."""
 
@@ -82,7 +97,7 @@ def mixed_source(source: TokenizedSource, weights: ml_collections.ConfigDict, se
     """A MapDataset drawing tasks in proportion to `weights` (tasks absent are skipped);
     with no weights (a dataset without tasks, e.g. ImageNet) every record, shuffled."""
     if not weights:
-        return grain.MapDataset.source(source).shuffle(seed).repeat()
+        return with_drawn_caption(grain.MapDataset.source(source).shuffle(seed).repeat(), seed)
     by_task = source.task_indices()
     parts, part_weights = [], []
     for task, weight in weights.items():
@@ -93,7 +108,22 @@ def mixed_source(source: TokenizedSource, weights: ml_collections.ConfigDict, se
             part_weights.append(float(weight))
     if not parts:
         raise UserError(f"config.data.task_weights {dict(weights)} selects no task present")
-    return grain.MapDataset.mix(parts, part_weights)
+    return with_drawn_caption(grain.MapDataset.mix(parts, part_weights), seed)
+
+
+def _draw_caption(record, rng: np.random.Generator):
+    captions = json.loads(record.get("captions") or "[]")
+    if len(captions) < 2:
+        return record
+    return {**record, "caption": captions[int(rng.integers(len(captions)))]}
+
+
+def with_drawn_caption(dataset: grain.MapDataset, seed: int) -> grain.MapDataset:
+    """Records with several captions (COCO keeps about five an image) get one of them
+    each time they are drawn. The draw is a function of the seed and the position in
+    the endless stream, so every epoch pairs an image with other words, and a resumed
+    run draws exactly what the uninterrupted one drew."""
+    return dataset.random_map(_draw_caption, seed=seed + 1)
 
 
 def token_space(config: ml_collections.ConfigDict, metadata=None) -> tuple[tuple[int, int], int]:
@@ -184,7 +214,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     save_config(config, workdir_path)
 
     # ---------------------------------------------------------------- Data
-    train_source = TokenizedSource(config.data.tokenized_dir, config.data.train_split)
+    train_source = open_tokenized(config.data, config.data.train_split)
     model, transform = model_and_transform(config, train_source.metadata)
     mixture = mixed_source(train_source, config.data.task_weights, config.seed)
     data_iterator = make_train_iterator(
@@ -198,7 +228,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Shard, Step, Restore, Loop
     writer = MetricsWriter(workdir_path)
-    eval_source = TokenizedSource(config.data.tokenized_dir, config.data.eval_split)
+    eval_source = open_tokenized(config.data, config.data.eval_split)
     samples = SampleJudge(model, config, eval_source, transform, workdir_path)
 
     def evaluate_now(state, final: bool = False):

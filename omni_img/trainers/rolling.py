@@ -36,7 +36,7 @@ from omni_img.trainers import tokenizer as tokenizer_stage
 from omni_img.training.data import batch_shardings, make_train_iterator
 from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter
-from omni_img.training.sources import open_split
+from omni_img.training.sources import open_split, open_tokenized
 from omni_img.training.state import to_host
 
 CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
@@ -152,7 +152,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _, generator_model, generator_params, text_tokenizer = generator_stage.load_workdir(
         config.generator_workdir
     )
-    tokens = TokenizedSource(config.data.tokenized_dir, config.data.train_split)
+    tokens = open_tokenized(config.data, config.data.train_split)
     source = ImagesWithTokens(open_split(config.data, config.data.train_split), tokens)
     transform = functools.partial(_example, tokenizer=text_tokenizer, model_cfg=generator_model.cfg)
     data_iterator = make_train_iterator(

@@ -87,6 +87,8 @@ def tokenize_split(
                     "has_source": bool(edit),
                     "index": int(row.get("index", 0)),
                     **({"label": int(row["label"])} if "label" in row else {}),
+                    # every caption of the image (COCO), for the generator to draw from
+                    **({"captions": reading.text(row["captions"])} if "captions" in row else {}),
                     **{field: reading.text(row.get(field, "")) for field in TEXT_FIELDS},
                 }
 
