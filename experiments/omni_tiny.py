@@ -39,7 +39,7 @@ def get_config(arg=None):
     config.tokenizer = _stage("tokenizer_tiny")  # its own budget: 9 minutes, <= 2,000 steps
 
     # Step counts, not only time caps, so each schedule decays to its end: 480 generator
-    # steps are about 5 minutes at 1.7 steps/s (8 CPU devices, 2 cores).
+    # steps are about 5 minutes at 1.7 steps/s (8 CPU devices, a quiet 2-core machine).
     config.generator = _stage("generator_tiny")
     config.generator.num_steps = 480
     config.generator.max_minutes = 6.0  # a safety cap on a loaded machine
