@@ -39,6 +39,7 @@ def bundle(bundle_dir):
     return load_bundle(bundle_dir)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Under xdist (.ci/run), the tests that use the trained tiny run share one worker: the
     session fixture trains three stages, which each worker would otherwise train again."""

@@ -57,7 +57,9 @@ def losses(workdir) -> list[float]:
     return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
 
 
-@pytest.mark.parametrize("stage", ["tokenizer", "generator"])
+@pytest.mark.parametrize(
+    "stage", [pytest.param("tokenizer", marks=pytest.mark.slow), "generator"]
+)  # the tokenizer case runs in .ci/slow
 def test_two_processes_match_one_and_their_checkpoint_restores_in_one(stage, tmp_path):
     extra = ["--tokens", str(write_tokenized(tmp_path / "tokens"))] if stage == "generator" else []
     two, one = tmp_path / "two", tmp_path / "one"

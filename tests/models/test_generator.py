@@ -102,7 +102,8 @@ def test_loss_metrics_and_caption_dropout(small):
     loss, metrics = loss_fn(params, batch, model=model)
     assert np.isfinite(loss) and abs(float(loss) - np.log(64)) < 1.0
     assert 0.0 <= float(metrics["token_accuracy"]) <= 1.0
-    assert set(metrics) == {"loss", "token_accuracy", "caption_dropped"}
+    assert set(metrics) == {"loss", "nll", "token_accuracy", "caption_dropped"}
+    np.testing.assert_allclose(metrics["nll"], loss, rtol=1e-6)  # unweighted: the same
     all_dropped, m = loss_fn(params, batch, jax.random.key(1), model=model, caption_dropout=1.0)
     want, _ = loss_fn(params, g.unconditional(batch), model=model)
     np.testing.assert_allclose(all_dropped, want, rtol=1e-6)

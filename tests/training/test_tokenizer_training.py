@@ -33,6 +33,7 @@ def train_tiny(workdir, num_steps=3, **overrides):
     )
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/slow
 def test_same_loss_on_every_mesh(tmp_path):
     meshes = {
         "data8": {"mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1},
@@ -78,6 +79,7 @@ def test_fsdp_shards_parameters():
     assert sharded >= len(kernels) - 2  # all but edge layers whose width 4 does not divide
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/slow
 def test_gradient_accumulation_matches_large_batch(tmp_path):
     train_tiny(tmp_path / "big", num_steps=2, grad_accum=1, batch_size=32)
     train_tiny(tmp_path / "accum", num_steps=2, grad_accum=4, batch_size=32)
@@ -253,6 +255,7 @@ def test_missing_workdir_parent_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "parent directory" in error and len(error.splitlines()) == 1
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/slow
 def test_adversarial_option_trains_a_discriminator(tmp_path):
     train_tiny(tmp_path / "gan", num_steps=2, **{"loss.adversarial": 0.5})
     lines = (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()
@@ -266,8 +269,9 @@ def test_adversarial_option_trains_a_discriminator(tmp_path):
     )
     moved = [
         not np.allclose(np.asarray(a), np.asarray(b))
-        for a, b in zip(jax.tree.leaves(params["discriminator"]),
-                        jax.tree.leaves(initial["discriminator"]))
+        for a, b in zip(
+            jax.tree.leaves(params["discriminator"]), jax.tree.leaves(initial["discriminator"])
+        )
     ]
     assert any(moved)  # the discriminator's own loss updates it
     _, _, tokenizer_only = tokenizer.load_workdir(str(tmp_path / "gan"))
