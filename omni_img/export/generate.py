@@ -24,6 +24,8 @@ import pathlib
 import time
 from typing import Any
 
+from omni_img.provenance.arguments import add_signing_arguments
+
 AI_NOTICE = "AI-generated image (omni_img); not a photograph of a real scene"
 
 
@@ -44,13 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     parser.add_argument("--top_k", type=int, default=0, help="0 = off")
     parser.add_argument("--top_p", type=float, default=1.0, help="1 = off")
-    parser.add_argument("--c2pa_cert", help="PEM certificate chain (signer first) for C2PA")
-    parser.add_argument("--c2pa_key", help="PEM private key of --c2pa_cert")
-    parser.add_argument(
-        "--no_prompt_in_provenance",
-        action="store_true",
-        help="leave the prompt out of the PNG's text chunks and C2PA manifest",
-    )
+    add_signing_arguments(parser, "leave the prompt out of the PNG's text chunks and C2PA manifest")
     parser.add_argument(
         "--verbose",
         action="store_true",

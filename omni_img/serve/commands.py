@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from omni_img.provenance.arguments import add_signing_arguments
 from omni_img.serve.limits import Limits
 
 
@@ -31,13 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a session may stay unused")  # fmt: skip
     parser.add_argument("--max_body_mb", type=float, default=defaults.max_body_bytes / 2**20)
     parser.add_argument("--max_upload_pixels", type=int, default=defaults.max_upload_pixels)
-    parser.add_argument("--c2pa_cert", help="PEM certificate chain (signer first) for C2PA")
-    parser.add_argument("--c2pa_key", help="PEM private key of --c2pa_cert")
-    parser.add_argument(
-        "--no_prompt_in_provenance",
-        action="store_true",
-        help="leave prompts out of the PNGs' text chunks and C2PA manifests",
-    )
+    add_signing_arguments(parser, "leave prompts out of the PNGs' text chunks and C2PA manifests")
     parser.add_argument("--no_warmup", action="store_true", help="compile on the first request")
     parser.add_argument("--access_log", action="store_true")
 
