@@ -48,14 +48,13 @@ def tokenize_split(
     ``dataset`` (``name[/config]``, built in ``data_dir``) replaces the tokenizer's own
     dataset; its images must have the resolution the tokenizer was trained on."""
     # Imported here, not at the top: `omni-img --help` imports this module.
-    import jax
     import numpy as np
     from tqdm.auto import tqdm
 
     from omni_img.data import reading
-    from omni_img.data.tokenized import TEXT_FIELDS, write_split
+    from omni_img.data.tokenized import write_split
     from omni_img.errors import UserError
-    from omni_img.trainers.tokenizer import image_to_float, load_workdir
+    from omni_img.trainers.tokenizer import load_workdir
     from omni_img.training.sources import open_split
 
     config, model, params = load_workdir(workdir)
@@ -66,31 +65,35 @@ def tokenize_split(
             f"dataset {dataset or 'of the tokenizer'} has {source[0]['image'].shape[0]} px "
             f"images; tokenizer {workdir} encodes {resolution} px"
         )
-    encode = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))
+    encode = batched_encoder(model, params, batch_size)
     grid = (model.spec.grid_size, model.spec.grid_size)
+    targets = np.zeros((len(source), *grid), np.int16)
+    sources = np.zeros_like(targets)  # zeros where a record has no edit source
+    fields, pending = [], []  # pending: (row, source image) of edits not yet encoded
+
+    def encode_pending(count: int) -> None:
+        rows, images = zip(*pending[:count])
+        sources[list(rows)] = encode(np.stack(images))
+        del pending[:count]
+
+    # One pass over the images; the edit sources (a third of omni_shapes) are encoded in
+    # batches of their own, so no batch spends compute on records without one.
+    for start in tqdm(range(0, len(source), encode.batch_size), desc=f"tokenize {split}"):
+        stop = min(start + encode.batch_size, len(source))
+        rows = [source[i] for i in range(start, stop)]
+        targets[start:stop] = encode(np.stack([r["image"] for r in rows]))
+        for index, row in zip(range(start, stop), rows):
+            fields.append(record_fields(row))
+            if fields[-1]["has_source"]:
+                pending.append((index, row["source_image"]))
+        while len(pending) >= encode.batch_size:
+            encode_pending(encode.batch_size)
+    if pending:
+        encode_pending(len(pending))
 
     def records():
-        for start in tqdm(range(0, len(source), batch_size), desc=f"tokenize {split}"):
-            rows = [source[i] for i in range(start, min(start + batch_size, len(source)))]
-            targets = np.asarray(encode(params, np.stack([r["image"] for r in rows])))
-            has_source = np.asarray([reading.text(r.get("task")) == "edit" for r in rows])
-            sources = np.zeros_like(targets)
-            if has_source.any():
-                edit_images = np.stack([r["source_image"] for r in rows])
-                sources = np.where(
-                    has_source[:, None, None], np.asarray(encode(params, edit_images)), 0
-                )
-            for row, target, source_tokens, edit in zip(rows, targets, sources, has_source):
-                yield {
-                    "target_tokens": target.astype(np.int16),
-                    "source_tokens": source_tokens.astype(np.int16),
-                    "has_source": bool(edit),
-                    "index": int(row.get("index", 0)),
-                    **({"label": int(row["label"])} if "label" in row else {}),
-                    # every caption of the image (COCO), for the generator to draw from
-                    **({"captions": reading.text(row["captions"])} if "captions" in row else {}),
-                    **{field: reading.text(row.get(field, "")) for field in TEXT_FIELDS},
-                }
+        for target, source_tokens, row_fields in zip(targets, sources, fields):
+            yield {"target_tokens": target, "source_tokens": source_tokens, **row_fields}
 
     return write_split(
         out_dir,
@@ -100,3 +103,45 @@ def tokenize_split(
         num_codes=model.spec.num_codes,
         extra_metadata={"tokenizer_workdir": str(pathlib.Path(workdir).absolute())},
     )
+
+
+def record_fields(row) -> dict:
+    """What a tokenized record keeps of a dataset row besides its two token grids."""
+    from omni_img.data import reading
+    from omni_img.data.tokenized import TEXT_FIELDS
+
+    return {
+        "has_source": reading.text(row.get("task")) == "edit",
+        "index": int(row.get("index", 0)),
+        **({"label": int(row["label"])} if "label" in row else {}),
+        # every caption of the image (COCO), for the generator to draw from
+        **({"captions": reading.text(row["captions"])} if "captions" in row else {}),
+        **{field: reading.text(row.get(field, "")) for field in TEXT_FIELDS},
+    }
+
+
+def batched_encoder(model, params, batch_size: int):
+    """`encode(images_NxHxWx3) -> tokens_Nxhxw` (int16) for N <= `encode.batch_size`: one
+    compiled batch size (`batch_size` rounded up to a multiple of the local devices),
+    split over every local device, the last batch padded."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from omni_img.trainers.tokenizer import image_to_float
+
+    devices = jax.local_devices()
+    size = -(-batch_size // len(devices)) * len(devices)
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    images_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    replicated = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    apply = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))
+
+    def encode(images):
+        padded = np.zeros((size, *images.shape[1:]), images.dtype)
+        padded[: len(images)] = images
+        tokens = apply(replicated, jax.device_put(padded, images_sharding))
+        return np.asarray(tokens)[: len(images)].astype(np.int16)
+
+    encode.batch_size = size
+    return encode
