@@ -6,10 +6,10 @@ Builds the dataset, trains tokenizer -> generator -> rolling decoder (each with 
 budget), tokenizes the data once in between, exports an inference bundle, and writes
 sample grids and a report (judge accuracy per task with the conv and the rolling
 decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: the
-tokenizer's own 9-minute cap (about 1,650 of its 2,000 steps at 3 steps/s), 480
-generator steps (about 5 minutes) and 2 minutes of rolling decoder; with install,
-dataset, compilation, tokenization, export and evaluation about 20 minutes. Each
-stage's config is the stage's own experiment file, shortened here.
+tokenizer's own 9-minute cap (about 1,650 of its 2,000 steps at 3 steps/s), 1,200
+generator steps (about 7 minutes, capped at 8) and 2 minutes of rolling decoder; with
+install, dataset, compilation, tokenization, export and evaluation about 25 minutes.
+Each stage's config is the stage's own experiment file, shortened here.
 """
 
 import importlib.util
@@ -38,18 +38,20 @@ def get_config(arg=None):
 
     config.tokenizer = _stage("tokenizer_tiny")  # its own budget: 9 minutes, <= 2,000 steps
 
-    # Step counts, not only time caps, so each schedule decays to its end: 480 generator
-    # steps are about 5 minutes at 1.7 steps/s (8 CPU devices, a quiet 2-core machine).
+    # Step counts, not only time caps, so each schedule decays to its end: 1,200 generator
+    # steps are about 7 minutes at 2.7-3 steps/s (8 CPU devices, a quiet 2-core machine).
     config.generator = _stage("generator_tiny")
-    config.generator.num_steps = 480
-    config.generator.max_minutes = 6.0  # a safety cap on a loaded machine
+    config.generator.num_steps = 1200
+    config.generator.max_minutes = 8.0  # a safety cap on a loaded machine
     config.generator.eval_every = 0
     config.generator.eval.judge_per_task = 0  # the job's own report judges the samples
     config.generator.eval.episodes = 0  # and the chained episodes
-    config.generator.eval.curve_every_minutes = 0.0  # 5 minutes: no curve
-    # A short run: a higher peak learning rate, a short warmup and object tokens weighed
-    # 4x (docs/models.md, "The main job's 480 steps": validation NLL 1.33 against 1.69 at
-    # step 480; greedy samples still draw almost nothing but the background).
+    config.generator.eval.curve_every_minutes = 0.0  # the report judges the end point
+    # A short run: a decoder position covers a 4x4 block of tokens (16 positions, not 64):
+    # at equal minutes its samples draw the prompts' objects where 2x2 blocks drew almost
+    # only backgrounds (docs/models.md, "The main job's generator"); a higher peak learning
+    # rate, a short warmup and object tokens weighed 4x.
+    config.generator.model.group = 4
     config.generator.optim.lr = 3e-3
     config.generator.optim.warmup_steps = 50
     config.generator.foreground_weight = 4.0
