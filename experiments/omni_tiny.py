@@ -6,8 +6,8 @@ Builds the dataset, trains tokenizer -> generator -> rolling decoder (each with 
 budget), tokenizes the data once in between, exports an inference bundle, and writes
 sample grids and a report (judge accuracy per task with the conv and the rolling
 decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: the
-tokenizer's own 9-minute cap (about 1,650 of its 2,000 steps at 3 steps/s), 1,200
-generator steps (about 7 minutes, capped at 8) and 2 minutes of rolling decoder; with
+tokenizer's own 9-minute cap (about 1,650 of its 2,000 steps at 3 steps/s), 1,100
+generator steps (about 6.5 minutes, capped at 7) and 2 minutes of rolling decoder; with
 install, dataset, compilation, tokenization, export and evaluation about 25 minutes.
 Each stage's config is the stage's own experiment file, shortened here.
 """
@@ -38,11 +38,11 @@ def get_config(arg=None):
 
     config.tokenizer = _stage("tokenizer_tiny")  # its own budget: 9 minutes, <= 2,000 steps
 
-    # Step counts, not only time caps, so each schedule decays to its end: 1,200 generator
-    # steps are about 7 minutes at 2.7-3 steps/s (8 CPU devices, a quiet 2-core machine).
+    # Step counts, not only time caps, so each schedule decays to its end: 1,100 generator
+    # steps are about 6.5 minutes at 2.7-3 steps/s (8 CPU devices, a quiet 2-core machine).
     config.generator = _stage("generator_tiny")
-    config.generator.num_steps = 1200
-    config.generator.max_minutes = 8.0  # a safety cap on a loaded machine
+    config.generator.num_steps = 1100
+    config.generator.max_minutes = 7.0  # a safety cap on a loaded machine
     config.generator.eval_every = 0
     config.generator.eval.judge_per_task = 0  # the job's own report judges the samples
     config.generator.eval.episodes = 0  # and the chained episodes
