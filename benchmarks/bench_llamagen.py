@@ -26,7 +26,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import emit, median_seconds, run_child  # noqa: E402
+from benchmarks.common import QUIET_SHARE, OtherLoad, emit, median_seconds, run_child  # noqa: E402
 
 SIZES = {
     "a": {"dim": 256, "layers": 4, "heads": 4, "vocab": 1024, "side": 8, "batch": 32},
@@ -113,6 +113,10 @@ def main() -> None:
     parser.add_argument("--llamagen", default="", help="a checkout of LlamaGen's repository")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--allow_busy", action="store_true",
+        help="keep a comparison that other processes disturbed (marked as such), exit 0",
+    )  # fmt: skip
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # SIZE BATCH
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
@@ -126,14 +130,18 @@ def main() -> None:
     for size in SIZES:
         train_argv = [str(ROOT / "benchmarks" / "bench_train.py"), "--child", f"llamagen_{size}",
                       "1", "data"] + ["--quick"] * args.quick  # fmt: skip
-        step = run_child(train_argv, 1)
-        ours = {"train_step_s": step["step_s"], "params": step["params"], "sample_s_per_image": {}}
-        for batch in (1, 8):
-            child = run_child([__file__, "--child", size, str(batch)] + ["--quick"] * args.quick, 1)
-            ours["sample_s_per_image"][batch] = child["sample_s_per_image"]
+        with OtherLoad() as ours_load:
+            step = run_child(train_argv, 1)
+            ours = {"train_step_s": step["step_s"], "params": step["params"],
+                    "sample_s_per_image": {}}  # fmt: skip
+            for batch in (1, 8):
+                argv = [__file__, "--child", size, str(batch)] + ["--quick"] * args.quick
+                ours["sample_s_per_image"][batch] = run_child(argv, 1)["sample_s_per_image"]
         entry = {"size": size, **SIZES[size], "omni_img": ours}
         if args.llamagen:
-            entry["llamagen_torch"] = theirs(size, args.llamagen, repeats + 1, repeats)
+            with OtherLoad() as load:
+                entry["llamagen_torch"] = theirs(size, args.llamagen, repeats + 1, repeats)
+            entry["other_cpu_share"] = {"omni_img": ours_load.share, "llamagen": load.share}
         results.append(entry)
         name = f"llamagen size ({size})"
         figures = [("train step ms", "train_step_s", None)] + [
@@ -149,10 +157,33 @@ def main() -> None:
                 "no LlamaGen checkout given"
                 if theirs_s is None
                 else (f"LlamaGen eager torch {1e3 * theirs_s:.1f} ms: {theirs_s / mine:.2f}x ours")
-            )
+            ) + load_note(entry.get("other_cpu_share"))
             rows.append({"row": f"{name}, omni_img", "metric": metric, "value": 1e3 * mine,
                          "note": note})  # fmt: skip
     emit("llamagen", results, rows, args.json)
+    disturbed = [r["size"] for r in results if not comparison_quiet(r.get("other_cpu_share"))]
+    if args.llamagen and disturbed and not args.allow_busy:
+        sys.exit(
+            f"bench_llamagen: other processes used more than {QUIET_SHARE:.0%} of the CPUs "
+            f"during size(s) {', '.join(disturbed)}: not a comparison; rerun on a quiet "
+            "machine (--allow_busy keeps it, marked)"
+        )
+
+
+def comparison_quiet(shares: dict | None) -> bool:
+    """Both sides timed with other processes at or under QUIET_SHARE of the CPUs (an
+    unmeasured load, where /proc/stat is missing, counts as quiet: nothing says not)."""
+    return all(s is None or s <= QUIET_SHARE for s in (shares or {}).values())
+
+
+def load_note(shares: dict | None) -> str:
+    if not shares:
+        return ""
+    figures = ", ".join(
+        f"{side} {'?' if s is None else f'{100 * s:.0f} %'}" for side, s in shares.items()
+    )
+    mark = "" if comparison_quiet(shares) else "NOT QUIET: "
+    return f"; {mark}other processes' CPU share: {figures}"
 
 
 if __name__ == "__main__":

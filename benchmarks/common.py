@@ -59,6 +59,63 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+QUIET_SHARE = 0.05  # other processes' share of the CPUs above which a timing is not quiet
+
+
+def cpu_seconds_of_machine() -> tuple[float, float] | None:
+    """(busy, total) CPU-seconds of every CPU since boot, from /proc/stat (Linux); None
+    where it cannot be read."""
+    try:
+        fields = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal (guest time is inside user)
+    ticks = [int(x) for x in fields[1:9]]
+    hertz = os.sysconf("SC_CLK_TCK")
+    total = sum(ticks)
+    return (total - ticks[3] - ticks[4]) / hertz, total / hertz
+
+
+def cpu_seconds_of_this_process() -> float:
+    """CPU-seconds of this process and of the children it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """What other processes took of the CPUs while a block ran: `share` is their CPU time
+    over all CPUs' time (0 on a quiet machine; None where /proc/stat is missing).
+
+        with OtherLoad() as load:
+            ...timings...
+        load.share, load.quiet
+    """
+
+    share: float | None = None
+
+    def __enter__(self) -> OtherLoad:
+        self._machine, self._own = cpu_seconds_of_machine(), cpu_seconds_of_this_process()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        machine_now = cpu_seconds_of_machine()
+        if self._machine is None or machine_now is None:
+            return
+        busy, total = (now - then for now, then in zip(machine_now, self._machine))
+        own = cpu_seconds_of_this_process() - self._own
+        self.share = other_share(busy, total, own)
+
+    @property
+    def quiet(self) -> bool | None:
+        return None if self.share is None else self.share <= QUIET_SHARE
+
+
+def other_share(busy: float, total: float, own: float) -> float:
+    """Others' share of the CPUs: the machine's busy CPU-seconds less this process's own,
+    over every CPU's seconds in the window (clock ticks make small negatives: clipped)."""
+    return 0.0 if total <= 0 else min(1.0, max(0.0, (busy - own) / total))
+
+
 def matmul_peak_flops(size: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
     """Measured FLOP/s of one size x size matmul on the default device: the MFU denominator."""
     import jax
