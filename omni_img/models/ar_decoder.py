@@ -12,7 +12,10 @@ tokens come from one of two heads (``block_head``):
   position's state (one head call a position when sampling);
 - ``"sequential"``: slot k also sees the tokens of slots < k (a small residual MLP over
   the state plus their embeddings), so a sampled block is drawn from a joint
-  distribution, not from G marginals; G small head calls a position when sampling.
+  distribution, not from G marginals; G small head calls a position when sampling;
+- ``"shared"``: independent as the first, but every slot reads the same V-way head off
+  the state plus its slot's vector through a small residual MLP: what a code looks
+  like is learnt once for all G slots, not G times (one head call a position).
 g = 1 is the plain one-token-per-position decoder (both heads are then the same model).
 
 Input at position i is the token at i-1 (a BOS id at i = 0) plus the learned 2-D
@@ -60,7 +63,7 @@ from omni_img.models.transformer import (
     init_kv_cache,
 )
 
-BLOCK_HEADS = ("independent", "sequential")
+BLOCK_HEADS = ("independent", "sequential", "shared")
 
 
 def shift_right(target_BxPxG: jax.Array, bos) -> jax.Array:
@@ -170,6 +173,33 @@ class SequentialBlockHead(nn.Module):
         return jnp.einsum("blgd,dgv->blgv", x, head_DxGxV.astype(self.dtype))
 
 
+class SharedSlotHead(nn.Module):
+    """Logits of a block's G slots, independent given the state, from one V-way head:
+    slot k reads the state plus a learned slot vector through a residual MLP."""
+
+    vocab_size: int
+    slots: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h_BxLxD: jax.Array) -> jax.Array:
+        b, l_len, d = h_BxLxD.shape
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        slot_GxD = self.param(
+            "slot_embedding",
+            nn.with_logical_partitioning(embed_init, (None, "embed")),
+            (self.slots, d),
+            self.param_dtype,
+        )
+        x = (h_BxLxD[:, :, None] + slot_GxD).astype(self.dtype).reshape(b, l_len * self.slots, d)
+        x = x + Mlp(self.mlp_dim, "gelu", name="mlp", **kw)(RMSNorm(name="mlp_norm", **kw)(x))
+        x = RMSNorm(name="norm", **kw)(x)
+        logits = dense(self.vocab_size, ("embed", "vocab"), name="head", **kw)(x)
+        return logits.reshape(b, l_len, self.slots, self.vocab_size)
+
+
 class ARDecoder(nn.Module):
     """Causal transformer over an h×w grid of visual tokens with cross-attention."""
 
@@ -247,6 +277,8 @@ class ARDecoder(nn.Module):
             )
         elif self.slots == 1:
             self.head = dense(self.image_vocab_size, ("embed", "vocab"), **kw)
+        elif self.block_head == "shared":
+            self.head = SharedSlotHead(self.image_vocab_size, self.slots, 2 * self.dim, **kw)
         else:  # one V-way head per slot of the block
             self.head = dense((self.slots, self.image_vocab_size), ("embed", None, "vocab"), **kw)
 

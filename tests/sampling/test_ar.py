@@ -90,7 +90,7 @@ def test_top_k_and_top_p_filters():
     assert greedy.tolist() == [0]
 
 
-@pytest.fixture(scope="module", params=["independent", "sequential"])
+@pytest.fixture(scope="module", params=["independent", "sequential", "shared"])
 def grouped(request):
     """2x2 blocks of tokens a position: a 4x4 grid in 4 decoder steps, with either head."""
     cfg = g.tiny_config(
