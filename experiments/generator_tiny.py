@@ -59,7 +59,7 @@ def get_config(arg=None):
             "grid_w": 0,
             "image_vocab_size": 0,
             "group": 2,
-            "block_head": "independent",  # or "sequential": a block's slots one by one
+            "block_head": "independent",  # or "sequential" / "shared" (models/ar_decoder.py)
             "text_group": 8,
             "text_vocab_size": 264,
             # The longest omni_shapes caption is 210 bytes, 345 ids word-aligned (p99: 289).
