@@ -31,15 +31,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `command` named only that subcommand's arguments: every
+    subcommand is listed either way, but only the named one's module is imported (each
+    module costs its imports; `omni-img generate` should not pay for the trainers')."""
     parser = argparse.ArgumentParser(prog="omni-img", description=__doc__.splitlines()[0])
     from omni_img import __version__
 
     parser.add_argument("--version", action="version", version=f"omni-img {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if command is not None and name != command:
+            continue  # listed in --help, never parsed in this process
+        module = importlib.import_module(module_name)
         module.add_arguments(sub)
         sub.set_defaults(
             _run=module.main,
@@ -48,8 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand argv names first (None: none, or an option comes before it)."""
+    if argv and argv[0] in COMMANDS:
+        return argv[0]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv))
     args, extra = parser.parse_known_args(argv)
     # Commands that take `--config.key=value` overrides receive the unparsed rest.
     if getattr(args, "_accepts_overrides", False):

@@ -39,10 +39,35 @@ def bundle(bundle_dir):
     return load_bundle(bundle_dir)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
+SHARED_RUN_GROUP = "trained_run"
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own hook, which misses the group (below)
+def pytest_collection_modifyitems(config, items):
     """Under xdist (.ci/run), the tests that use the trained tiny run share one worker: the
-    session fixture trains three stages, which each worker would otherwise train again."""
+    session fixture trains three stages, which each worker would otherwise train again.
+
+    `--dist loadgroup` reads a test's group from an "@group" suffix of its node id, which
+    pytest-xdist's worker hook writes to `item._nodeid`. pytest 9.2 keeps the id in
+    `item._id` (a NodeId) instead, so that write no longer changes the id and every group
+    is silently ignored. The suffix is therefore written here, where it takes effect."""
+    grouping = getattr(config.option, "loadgroup", False)  # set on xdist's workers only
     for item in items:
-        if "trained_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("trained_run"))
+        if SHARED_RUN_GROUP not in getattr(item, "fixturenames", ()):
+            continue
+        item.add_marker(pytest.mark.xdist_group(SHARED_RUN_GROUP))
+        if grouping:
+            set_group_suffix(item, SHARED_RUN_GROUP)
+
+
+def set_group_suffix(item, group: str) -> None:
+    """Append "@group" to the item's node id, as loadgroup scheduling expects it."""
+    if "@" in item.nodeid.rpartition("]")[2]:
+        return  # already grouped (an xdist that writes the suffix where pytest reads it)
+    grouped = f"{item.nodeid}@{group}"
+    if hasattr(item, "_id"):  # pytest >= 9.2
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(grouped)
+    else:
+        item._nodeid = grouped

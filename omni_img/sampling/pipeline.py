@@ -147,12 +147,21 @@ _conv_decode = _stored(_conv_decode_fn, "conv_decode")
 _embed = _stored(_embed_fn, "text_embed")
 
 
+def _split_seed_fn(seed_uint32):
+    ar_key, decoder_key = jax.random.split(jax.random.PRNGKey(seed_uint32))
+    return ar_key, decoder_key
+
+
+# One stored program: eager PRNGKey and split would trace, lower and compile three small
+# ones in every new process (seconds of a warm `omni-img generate`, for two keys).
+_split_seed = StoredJit(jax.jit(_split_seed_fn), "split_seed")
+
+
 def split_seed(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(AR key, decoder key) of a seed."""
+    """(AR key, decoder key) of a seed: those of ``jax.random.split(PRNGKey(seed))``."""
     if not isinstance(seed, int | np.integer) or not 0 <= int(seed) < 2**32:
         raise UserError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    ar_key, decoder_key = jax.random.split(jax.random.PRNGKey(int(seed)))
-    return ar_key, decoder_key
+    return _split_seed(np.uint32(seed))
 
 
 @dataclasses.dataclass
@@ -281,15 +290,15 @@ class Pipeline:
 
     def text_embeddings(self, cond: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
         """E (1, S, D) and its mask (1, S): what the rolling decoder cross-attends to."""
-        cond = {k: jnp.asarray(v) for k, v in cond.items()}
-        return _embed(self.generator, self.generator_params, cond)
+        # Host arrays go in as they are: jnp.asarray would compile a copy program per shape.
+        return _embed(self.generator, self.generator_params, dict(cond))
 
     def decode(
         self, tokens: Any, cond: Mapping[str, Any], seed: int, decoder: str = "rolling"
     ) -> np.ndarray:
         """Tokens (1, h, w) -> uint8 image (H, W, 3) with the named decoder."""
         check_decoder(decoder)
-        tokens = jnp.asarray(check_token_grid(tokens, self.grid))
+        tokens = check_token_grid(tokens, self.grid)  # host int32: jnp.asarray would compile
         if decoder == "conv":
             return to_uint8(_conv_decode(self.tokenizer, self.tokenizer_params, tokens))[0]
         _, decoder_key = split_seed(seed)

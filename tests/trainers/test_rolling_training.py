@@ -4,6 +4,7 @@ import pathlib
 
 import jax
 import numpy as np
+import pytest
 
 from omni_img.config import load_config
 from omni_img.trainers import generator, rolling, tokenizer
@@ -26,7 +27,20 @@ class FakeImages:
         return {"image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)}
 
 
-def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch):
+def fake_decoder_rfid(calls):
+    """A stand-in for rolling.decoder_rfid that records what the trainer passed it: the
+    Inception network costs a minute on CPU, and test_rolling_rfid.py checks the real one."""
+
+    def decoder_rfid(truth, decoded):
+        calls.append((truth, decoded))
+        return {"images": len(truth), **{name: 0.0 for name in decoded}}
+
+    return decoder_rfid
+
+
+# The real rFID inside the trainer is the slow case; the default one checks its wiring.
+@pytest.mark.parametrize("real_rfid", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch, real_rfid):
     from tests.trainers.tokenized_fixture import write_tokenized
     from tests.training.synthetic import SyntheticSource
     from tests.training.tiny_config import tiny_tokenizer_config
@@ -45,6 +59,9 @@ def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch):
     grids = sorted(p.name for p in (tmp_path / "gen").glob("samples_*.png"))
     assert grids == ["samples_000001.png"]
     monkeypatch.setattr(rolling, "open_split", lambda data, split: FakeImages())
+    rfid_calls = []
+    if not real_rfid:
+        monkeypatch.setattr(rolling, "decoder_rfid", fake_decoder_rfid(rfid_calls))
 
     config = load_config(str(ROOT / "experiments/rolling_tiny.py"), [
         f"--config.data.tokenized_dir={tokens}",
@@ -61,6 +78,12 @@ def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch):
         assert np.isfinite(report[name]) and report[name] > 0
     assert report["rfid"]["images"] == 8, report["rfid"]  # skipped: the weights are missing
     assert np.isfinite(report["rfid"]["conv"]) and np.isfinite(report["rfid"]["rolling"])
+    if not real_rfid:  # the ground truth and both decoders' images, 8 each, as uint8
+        [(truth, decoded)] = rfid_calls
+        assert sorted(decoded) == ["conv", "rolling"]
+        for images in (truth, *decoded.values()):
+            assert images.shape == (8, 16, 16, 3) and images.dtype == np.uint8
+        assert not np.array_equal(decoded["rolling"], truth)  # decoded, not the truth copied
     assert pathlib.Path(report["grid"]).is_file()
     _, cfg, params = rolling.load_workdir(str(tmp_path / "rolling"))
     assert cfg.token_rows == 4 and cfg.codebook_size == 1000
