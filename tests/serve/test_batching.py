@@ -103,7 +103,8 @@ def test_two_turns_of_one_session_run_one_after_the_other(batching_url):
 
 @dataclasses.dataclass
 class FakeRun:
-    batch_key: tuple
+    batch_key: str
+    label: str
     session_id: str | None = None
 
 
@@ -113,14 +114,14 @@ def test_worker_batches_only_matching_keys_up_to_the_maximum():
 
     def run_batch(jobs):
         release.wait(10)
-        ran.append([job.run.batch_key[1] for job in jobs])
+        ran.append([job.run.label for job in jobs])
 
     worker = ModelWorker(queue_size=8, max_batch=2, window_s=0.0, run_batch=run_batch)
 
     async def scenario():
         loop = asyncio.get_running_loop()
-        runs = [FakeRun(("a", "1")), FakeRun(("a", "2")), FakeRun(("b", "3")),
-                FakeRun(("a", "4")), FakeRun(("a", "5"))]  # fmt: skip
+        runs = [FakeRun("a", "1"), FakeRun("a", "2"), FakeRun("b", "3"),
+                FakeRun("a", "4"), FakeRun("a", "5")]  # fmt: skip
         jobs = [worker.submit(run, loop) for run in runs]
         worker.start()
         release.set()
