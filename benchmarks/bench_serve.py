@@ -2,6 +2,7 @@
 fixed time against one server process.
 
     python benchmarks/bench_serve.py [--bundle BUNDLE] [--clients 4] [--seconds 30]
+                                     [--batching both|on|off] [--max_batch 4]
 
 The server runs in this process on 127.0.0.1 (a free port), with the model warmed up
 first. Each client loops, for --seconds and at most --max_requests in all, on a streamed
@@ -11,7 +12,9 @@ band over HTTP against the same figure in process (`Pipeline.timed_stream`, no H
 PNG, no signing), and that every request was answered (completed, or refused with a 503
 + Retry-After when the queue was full; a client that gets a 503 waits Retry-After).
 Without --bundle a random-initialised bundle of the main job's sizes is exported first
-(speed does not depend on the weights). Writes benchmarks/results/serve.json.
+(speed does not depend on the weights). ``--batching both`` (the default) runs the load
+twice on one loaded, warmed bundle, with micro-batching off (``max_batch`` 1) and on,
+and reports the ratios. Writes benchmarks/results/serve.json.
 """
 
 from __future__ import annotations
@@ -90,6 +93,56 @@ def in_process_first_band(pipeline, repeats: int = 3) -> float:
     return statistics.median(times[1:])
 
 
+def run_load(app, args) -> dict:
+    """N clients against ``app`` on the loopback address for --seconds; the figures."""
+    from omni_img.serve.running import background_server
+
+    records: list[dict] = []
+    lock = threading.Lock()
+    budget = [args.max_requests]
+    with background_server(app) as url:
+        assert url.startswith("http://127.0.0.1:")  # loopback only
+        one_request(__import__("httpx").Client(base_url=url, timeout=300), 0)  # HTTP warm-up
+        start = time.monotonic()
+        stop_at = start + args.seconds
+        threads = [threading.Thread(target=client_loop, args=(url, stop_at, budget, records, lock))
+                   for _ in range(args.clients)]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - start
+        batches = __import__("httpx").get(url + "/healthz").json()["queue"]["batches"]
+    done = [r for r in records if r["status"] == 200]
+    refused = [r for r in records if r["status"] == 503]
+    unanswered = [r for r in records if r["status"] not in (200, 503)]
+    latencies = [r["seconds"] for r in done]
+    first_bands = [r["first_band"] for r in done if r["first_band"] is not None]
+    return {
+        "clients": args.clients, "seconds": elapsed, "requests": len(records),
+        "completed": len(done), "refused_503": len(refused), "unanswered": len(unanswered),
+        "requests_per_s": len(done) / elapsed, "batches": batches,
+        "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99),
+        "first_band_http_p50_s": percentile(first_bands, 50),
+    }  # fmt: skip
+
+
+def summary_rows(summary: dict) -> list[dict]:
+    tag = f"serve, max_batch {summary['max_batch']}"
+    return [
+        {"row": tag, "metric": "requests/s", "value": summary["requests_per_s"],
+         "note": f"{summary['clients']} clients, {summary['seconds']:.0f} s"},
+        {"row": tag, "metric": "latency p50 s", "value": summary["latency_p50_s"]},
+        {"row": tag, "metric": "latency p99 s", "value": summary["latency_p99_s"]},
+        {"row": tag, "metric": "first band over HTTP s",
+         "value": summary["first_band_http_p50_s"]},
+        {"row": tag, "metric": "first band in process s",
+         "value": summary["first_band_in_process_s"]},
+        {"row": tag, "metric": "unanswered", "value": summary["unanswered"],
+         "note": f"{summary['refused_503']} refused with 503, {summary['batches']} batches"},
+    ]  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -99,6 +152,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--max_requests", type=int, default=400, help="bound on all clients' requests")
     ap.add_argument("--queue", type=int, default=8, help="the server's queue size")
+    ap.add_argument("--batching", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--max_batch", type=int, default=4, help="the batch size with batching on")
     ap.add_argument(
         "--json", default="", help="results path (default benchmarks/results/serve.json)"
     )
@@ -112,58 +167,34 @@ def main() -> int:
     from omni_img.serve.app import create_app
     from omni_img.serve.commands import warm_up
     from omni_img.serve.limits import Limits
-    from omni_img.serve.running import background_server
 
     tmp = tempfile.TemporaryDirectory()
     bundle_path = pathlib.Path(args.bundle or pathlib.Path(tmp.name) / "bundle")
     if not args.bundle:
         random_bundle(bundle_path)
     bundle = load_bundle(bundle_path)
-    warm_up(bundle.pipeline)
+    warm_up(bundle.pipeline)  # the unbatched programs, for the in-process figure
     in_process = in_process_first_band(bundle.pipeline)
     stamper = Stamper(local_chain_credentials(pathlib.Path(tmp.name) / "chain"))
-    app = create_app(bundle, stamper, Limits(queue_size=args.queue))
-    records: list[dict] = []
-    lock = threading.Lock()
-    budget = [args.max_requests]
-    with background_server(app, queue_size=args.queue) as url:
-        assert url.startswith("http://127.0.0.1:")  # loopback only
-        one_request(__import__("httpx").Client(base_url=url, timeout=300), 0)  # HTTP warm-up
-        start = time.monotonic()
-        stop_at = start + args.seconds
-        threads = [threading.Thread(target=client_loop, args=(url, stop_at, budget, records, lock))
-                   for _ in range(args.clients)]  # fmt: skip
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - start
-    done = [r for r in records if r["status"] == 200]
-    refused = [r for r in records if r["status"] == 503]
-    unanswered = [r for r in records if r["status"] not in (200, 503)]
-    latencies = [r["seconds"] for r in done]
-    first_bands = [r["first_band"] for r in done if r["first_band"] is not None]
-    summary = {
-        "clients": args.clients, "seconds": elapsed, "requests": len(records),
-        "completed": len(done), "refused_503": len(refused), "unanswered": len(unanswered),
-        "requests_per_s": len(done) / elapsed,
-        "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99),
-        "first_band_http_p50_s": percentile(first_bands, 50),
-        "first_band_in_process_s": in_process,
-        "image_size": list(bundle.pipeline.image_size),
-    }  # fmt: skip
-    rows = [
-        {"row": "serve", "metric": "requests/s", "value": summary["requests_per_s"],
-         "note": f"{args.clients} clients, {elapsed:.0f} s"},
-        {"row": "serve", "metric": "latency p50 s", "value": summary["latency_p50_s"]},
-        {"row": "serve", "metric": "latency p99 s", "value": summary["latency_p99_s"]},
-        {"row": "serve", "metric": "first band over HTTP s",
-         "value": summary["first_band_http_p50_s"]},
-        {"row": "serve", "metric": "first band in process s", "value": in_process},
-        {"row": "serve", "metric": "unanswered", "value": len(unanswered),
-         "note": f"{len(refused)} refused with 503"},
-    ]  # fmt: skip
-    emit("serve", [summary], rows, args.json)
+    batch_sizes = {"off": [1], "on": [args.max_batch], "both": [1, args.max_batch]}[args.batching]
+    summaries, rows = [], []
+    for max_batch in batch_sizes:
+        limits = Limits(queue_size=args.queue, max_batch=max_batch)
+        summary = run_load(create_app(bundle, stamper, limits), args)
+        summary |= {"max_batch": max_batch, "first_band_in_process_s": in_process,
+                    "image_size": list(bundle.pipeline.image_size)}  # fmt: skip
+        summaries.append(summary)
+        rows += summary_rows(summary)
+    if len(summaries) == 2:
+        off, on = summaries
+        ratios = {
+            "requests_per_s_on_over_off": on["requests_per_s"] / off["requests_per_s"],
+            "latency_p50_on_over_off": on["latency_p50_s"] / off["latency_p50_s"],
+        }
+        on |= ratios
+        rows += [{"row": "serve", "metric": name, "value": value} for name, value in ratios.items()]
+    unanswered = sum(s["unanswered"] for s in summaries)
+    emit("serve", summaries, rows, args.json)
     return 1 if unanswered else 0
 
 

@@ -10,14 +10,16 @@
     GET    /v1/sessions/{id}          one session's turns
     DELETE /v1/sessions/{id}          forget a session
 
-Every error is a 4xx or 5xx with one line of JSON (``errors.error_body``); a traceback
-goes to the server's log, never to a client. With an API key set, every route but the
+Every error is a 4xx or 5xx with one line of JSON (``errors.error_body``), the 503s of
+a full queue and of too many open requests (overload.py) included; a traceback goes to
+the server's log, never to a client. With an API key set, every route but the
 page, its script and /healthz needs ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import pathlib
@@ -31,11 +33,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from omni_img.errors import UserError
-from omni_img.serve import events, parsing
+from omni_img.serve import batching, events, parsing
 from omni_img.serve.bodies import parse_fields, read_body
 from omni_img.serve.errors import RequestError, error_body
 from omni_img.serve.jobs import Model, run_generation, session_for
 from omni_img.serve.limits import Limits
+from omni_img.serve.overload import OpenRequestLimit
 from omni_img.serve.sessions import SessionStore
 from omni_img.serve.worker import DONE, ModelWorker
 
@@ -79,7 +82,9 @@ class Server:
         self.bundle, self.limits = bundle, limits
         self.store = SessionStore(limits.max_sessions, limits.session_max_age_s)
         self.model = Model(pipeline, bundle.manifest, stamper, self.store, limits.max_turns)
-        self.worker = ModelWorker(limits.queue_size)
+        run_batch = functools.partial(batching.run_batch, pipeline, pad_to=limits.max_batch)
+        self.worker = ModelWorker(limits.queue_size, limits.max_batch, limits.batch_window_s,
+                                  run_batch)  # fmt: skip
         cfg = pipeline.generator.cfg
         from omni_img.tokenizers.text import encode_prompt
 
@@ -248,7 +253,8 @@ def create_app(bundle, stamper, limits: Limits | None = None, api_key: str | Non
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=_as_context(lifespan))
     app.state.server = server
-    return ApiKeyGate(app, api_key) if api_key else app
+    gated = ApiKeyGate(app, api_key) if api_key else app
+    return OpenRequestLimit(gated, server.limits.max_open_requests, server.worker.retry_after_s)
 
 
 def _as_context(generator_fn):

@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--queue", type=int, default=defaults.queue_size,
                         help="generate requests that may wait (then 503)")  # fmt: skip
+    parser.add_argument("--max_open_requests", type=int,
+                        help="HTTP requests in progress, then a JSON 503 (default --queue + 64)")
+    parser.add_argument("--max_batch", type=int, default=defaults.max_batch,
+                        help="generate requests with the same settings sampled together "
+                        "(1 turns batching off)")  # fmt: skip
+    parser.add_argument("--batch_window_ms", type=float, default=defaults.batch_window_s * 1000,
+                        help="how long a batch waits for more requests to join")  # fmt: skip
     parser.add_argument("--max_sessions", type=int, default=defaults.max_sessions)
     parser.add_argument("--session_max_age", type=float, default=defaults.session_max_age_s,
                         help="seconds a session may stay unused")  # fmt: skip
@@ -44,12 +51,22 @@ def limits_from(args: argparse.Namespace) -> Limits:
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_upload_pixels=args.max_upload_pixels,
         queue_size=args.queue,
+        max_open_requests=args.max_open_requests or args.queue + 64,
+        max_batch=args.max_batch,
+        batch_window_s=args.batch_window_ms / 1000,
         max_sessions=args.max_sessions,
         session_max_age_s=args.session_max_age,
     )
     for name, value in limits.as_dict().items():
-        if not value > 0:
+        if name == "batch_window_s" and value < 0:
+            raise UserError(f"--batch_window_ms must be >= 0, got {value * 1000}")
+        if name != "batch_window_s" and not value > 0:
             raise UserError(f"{name} must be > 0, got {value}")
+    if limits.max_open_requests <= limits.queue_size:
+        raise UserError(
+            f"--max_open_requests ({limits.max_open_requests}) must exceed --queue "
+            f"({limits.queue_size}), or a full queue would be refused before it fills"
+        )
     return limits
 
 
@@ -67,14 +84,24 @@ def api_key_for(args: argparse.Namespace) -> str | None:
     return key
 
 
-def warm_up(pipeline) -> float:
-    """Compile the default decoder's two paths (whole image, streamed) before serving."""
+def warm_up(pipeline, max_batch: int = 1) -> float:
+    """Compile the default decoder's two paths (whole image, streamed) before serving:
+    the batched ones (padded to ``max_batch``) when batching is on."""
     import time
 
+    from omni_img.sampling import batched
+    from omni_img.sampling.ar import DEFAULT_SAMPLING
+
     start = time.perf_counter()
-    pipeline.generate("warm up", seed=0)
-    for _ in pipeline.stream("warm up", seed=0):
-        pass
+    if max_batch > 1:
+        cond = [pipeline.conditioning("warm up")]
+        batched.generate_many(pipeline, cond, [0], DEFAULT_SAMPLING, "rolling", max_batch)
+        for _ in batched.stream_many(pipeline, cond, [0], DEFAULT_SAMPLING, "rolling", max_batch):
+            pass
+    else:
+        pipeline.generate("warm up", seed=0)
+        for _ in pipeline.stream("warm up", seed=0):
+            pass
     return time.perf_counter() - start
 
 
@@ -101,12 +128,11 @@ def main(args: argparse.Namespace) -> int:
         f"loaded bundle {bundle.bundle_id[:16]} in {time.perf_counter() - start:.1f} s", flush=True
     )
     if not args.no_warmup:
-        print(f"compiled in {warm_up(bundle.pipeline):.1f} s", flush=True)
+        print(f"compiled in {warm_up(bundle.pipeline, limits.max_batch):.1f} s", flush=True)
     app = create_app(bundle, stamper, limits, api_key)
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, limits.queue_size,
-                                           args.access_log))  # fmt: skip
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, args.access_log))
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving on http://{host}:{args.port} (C2PA: {stamper.credentials.trust_note}; "
           f"API key {'required' if api_key else 'off'}); Ctrl-C stops", flush=True)  # fmt: skip

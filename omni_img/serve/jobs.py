@@ -70,51 +70,96 @@ def provenance_text(model: Model, request: GenerateRequest, entry) -> dict[str, 
                       sampling=request.sampling, manifest=model.manifest, **extra)  # fmt: skip
 
 
-def run_generation(model: Model, request: GenerateRequest, entry: SessionEntry | None):
-    """A worker job: ``job(emit, cancelled)``."""
+class Generation:
+    """One generate request as the model thread runs it, alone (``__call__``, the worker's
+    job) or in a batch (``prepare``, ``band``, ``finish``; see serve.batching).
 
-    def job(emit, cancelled) -> None:
-        pipeline = model.pipeline
-        nonlocal entry
+    ``batch_key`` names what must match for requests to share a compiled batch: the
+    decoder, the sampling settings and whether bands stream. ``session_id`` keeps two
+    turns of one session out of one batch (the second edits the first's image).
+    """
+
+    def __init__(self, model: Model, request: GenerateRequest, entry: SessionEntry | None):
+        self.model, self.request, self.entry = model, request, entry
+        self.streams = request.stream and request.decoder != "conv"
+        self.batch_key = (request.decoder, request.sampling, self.streams)
+        self.session_id = None if entry is None else entry.id
+        self.emit = self.text = self.source = None
+        self.wanted: set[int] = set()
+
+    # ---- the steps a batch runs
+
+    def prepare(self, emit) -> dict:
+        """``open``, then the request's batch-of-one conditioning dict (an upload that
+        starts a session becomes the session's image here)."""
+        self.open(emit)
+        request = self.request
+        return self.model.pipeline.conditioning(
+            request.prompt, source_image=request.image, session=self.session
+        )
+
+    def open(self, emit) -> None:
+        """Open the session (a new one is created here) and note the provenance."""
+        model, request = self.model, self.request
+        self.emit = emit
         if request.session == "new":
-            entry = model.store.create(
-                pipeline.new_session(), started_from_upload=request.image is not None
+            self.entry = model.store.create(
+                model.pipeline.new_session(), started_from_upload=request.image is not None
             )
-        session = None if entry is None else entry.session
-        text = provenance_text(model, request, entry)
-        source = request.image_bytes or (None if entry is None else entry.last_png)
-        kwargs = dict(seed=request.seed, decoder=request.decoder, source_image=request.image,
-                      session=session, sampling=request.sampling)  # fmt: skip
-        sign = lambda image, chunks: model.stamper.png(image, chunks, source=source)  # noqa: E731
-        if request.stream and request.decoder != "conv":
-            image = _stream_bands(pipeline, request, text, sign, emit, cancelled, kwargs)
-            if image is None:
-                return
-        else:
-            image = pipeline.generate(request.prompt, **kwargs)
-        png = sign(image, text)
-        extras = {"seed": request.seed, "c2pa": model.stamper.credentials.trust_note}
-        if entry is not None:
-            entry.turns.append(
+        self.text = provenance_text(model, request, self.entry)
+        self.source = request.image_bytes or (None if self.entry is None else self.entry.last_png)
+        self.wanted = partial_bands(request.partial_images, model.pipeline.rolling_cfg.num_bands)
+
+    @property
+    def session(self):
+        return None if self.entry is None else self.entry.session
+
+    def sign(self, image, chunks) -> bytes:
+        return self.model.stamper.png(image, chunks, source=self.source)
+
+    def band(self, band: int, image) -> None:
+        """A band became clean: send it if the client asked for it."""
+        if band in self.wanted:
+            bands = self.model.pipeline.rolling_cfg.num_bands
+            index = sorted(self.wanted).index(band)
+            chunks = {**self.text, "partial": f"{band + 1}/{bands}"}
+            self.emit(("partial", index, self.sign(image, chunks)))
+
+    def finish(self, image, tokens=None) -> None:
+        """The image is done: record the turn (``tokens`` given: in the Session too, as
+        ``Pipeline.generate`` does itself), sign it, and send it."""
+        request = self.request
+        if tokens is not None and self.session is not None:
+            self.session.add_turn(request.prompt, tokens)
+        png = self.sign(image, self.text)
+        extras = {"seed": request.seed, "c2pa": self.model.stamper.credentials.trust_note}
+        if self.entry is not None:
+            self.entry.turns.append(
                 TurnRecord(request.prompt, request.seed, request.decoder, time.time())
             )
-            entry.last_png = png
-            extras |= {"session_id": entry.id, "turn": len(entry.turns)}
-        emit(("final", png, extras))
+            self.entry.last_png = png
+            extras |= {"session_id": self.entry.id, "turn": len(self.entry.turns)}
+        self.emit(("final", png, extras))
 
-    return job
+    # ---- alone
+
+    def __call__(self, emit, cancelled) -> None:
+        """The worker's job for a request sampled on its own (batching off)."""
+        request, pipeline = self.request, self.model.pipeline
+        self.open(emit)
+        kwargs = dict(seed=request.seed, decoder=request.decoder, source_image=request.image,
+                      session=self.session, sampling=request.sampling)  # fmt: skip
+        if self.streams:
+            image = None
+            for band, image in pipeline.stream(request.prompt, **kwargs):
+                if cancelled.is_set():
+                    return  # closing the generator records no turn
+                self.band(band, image)
+        else:
+            image = pipeline.generate(request.prompt, **kwargs)
+        self.finish(image)
 
 
-def _stream_bands(pipeline, request, text, sign, emit, cancelled, kwargs):
-    """Emit the wanted partial bands; the last band's image, or None if cancelled."""
-    num_bands = pipeline.rolling_cfg.num_bands
-    wanted = partial_bands(request.partial_images, num_bands)
-    index = 0
-    image = None
-    for band, image in pipeline.stream(request.prompt, **kwargs):
-        if cancelled.is_set():
-            return None  # closing the generator records no turn
-        if band in wanted:
-            emit(("partial", index, sign(image, {**text, "partial": f"{band + 1}/{num_bands}"})))
-            index += 1
-    return image
+def run_generation(model: Model, request: GenerateRequest, entry: SessionEntry | None):
+    """A worker job for one request: ``job(emit, cancelled)``, batchable (see Generation)."""
+    return Generation(model, request, entry)

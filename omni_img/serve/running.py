@@ -10,25 +10,27 @@ import time
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def uvicorn_config(app, host: str, port: int, queue_size: int, access_log: bool = False):
-    """Connections are bounded too: past ``limit_concurrency`` uvicorn answers 503; a
-    client that sends nothing for 5 s is dropped; request heads are at most 64 KiB (h11,
+def uvicorn_config(app, host: str, port: int, access_log: bool = False):
+    """uvicorn's own ``limit_concurrency`` stays off: the application bounds open requests
+    (overload.OpenRequestLimit) and answers past it with its JSON 503 and a Retry-After,
+    where uvicorn would answer plain text. A client that sends nothing for 5 s is
+    dropped, so idle connections do not pile up; request heads are at most 64 KiB (h11,
     always, so that bound holds whichever HTTP parsers are installed)."""
     import uvicorn
 
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=access_log,
-        limit_concurrency=queue_size + 64, timeout_keep_alive=5,
+        limit_concurrency=None, timeout_keep_alive=5,
         http="h11", h11_max_incomplete_event_size=64 * 1024, lifespan="on",
     )  # fmt: skip
 
 
 @contextlib.contextmanager
-def background_server(app, queue_size: int = 8, start_timeout_s: float = 60.0):
+def background_server(app, start_timeout_s: float = 60.0):
     """Serve ``app`` on 127.0.0.1 on a free port in a thread; yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, queue_size))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, name="omni-img-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s
