@@ -21,6 +21,7 @@ from omni_img.training.checkpoint import Checkpointer, restore_initial_state
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import abstract_train_state
 from omni_img.training.restore import DAMAGED_FOLDER
+from tests.chaos.compile_cache import cached_compiles
 from tests.chaos.damage import DAMAGES, FILE_KINDS, damaged_copy
 from tests.training.synthetic import SyntheticSource
 from tests.training.tiny_config import tiny_tokenizer_config
@@ -122,10 +123,19 @@ def test_shape_mismatch_is_named(trained, tmp_path):
     assert "was saved as float32[" in message and "this run expects float32[" in message
 
 
+@pytest.fixture(scope="module")
+def compiled_once(tmp_path_factory):
+    """The restarts below compile the same programs: once is enough."""
+    with cached_compiles(tmp_path_factory.mktemp("jax_cache")):
+        yield
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 @pytest.mark.parametrize("kind", sorted(FILE_KINDS))
-def test_restart_after_damage_falls_back_and_finishes(trained, tmp_path, capsys, kind, damage):
+def test_restart_after_damage_falls_back_and_finishes(
+    compiled_once, trained, tmp_path, capsys, kind, damage
+):
     """Every kind of file, every damage, through a real restart of the trainer."""
     workdir = tmp_path / "run"
     damaged_copy(trained, workdir, 4, kind, damage)
