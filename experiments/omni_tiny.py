@@ -5,10 +5,11 @@
 Builds the dataset, trains tokenizer -> generator -> rolling decoder (each with a
 budget), tokenizes the data once in between, exports an inference bundle, and writes
 sample grids and a report (judge accuracy per task with the conv and the rolling
-decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: the
-tokenizer's own 9-minute cap (about 1,650 of its 2,000 steps at 3 steps/s), 1,100
-generator steps (about 6.5 minutes, capped at 7) and 2 minutes of rolling decoder; with
-install, dataset, compilation, tokenization, export and evaluation about 25 minutes.
+decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: 900
+tokenizer steps (about 8 minutes at 1.8-1.9 steps/s, capped at 8.5), 600 generator steps
+(about 7 minutes at 1.3-1.4 steps/s, capped at 7) and 1.5 minutes of rolling decoder;
+with install, dataset, compilation, tokenization, export and evaluation about 24 minutes
+(README).
 Each stage's config is the stage's own experiment file, shortened here.
 """
 
@@ -36,12 +37,14 @@ def get_config(arg=None):
     config.cpu_devices = 8
     config.data_dir = ""  # empty: $TFDS_DATA_DIR or ~/tensorflow_datasets
 
-    config.tokenizer = _stage("tokenizer_tiny")  # its own budget: 9 minutes, <= 2,000 steps
-
-    # Step counts, not only time caps, so each schedule decays to its end: 1,100 generator
-    # steps are about 6.5 minutes at 2.7-3 steps/s (8 CPU devices, a quiet 2-core machine).
+    # Step counts, not only time caps, so each schedule decays to its end within its cap
+    # (fresh-clone runs on a quiet 2-core machine: tokenizer 1.8-1.9 steps/s, generator
+    # 1.3-1.4 on 8 CPU devices, docs/models.md "One process, four stages").
+    config.tokenizer = _stage("tokenizer_tiny")
+    config.tokenizer.num_steps = 900
+    config.tokenizer.max_minutes = 8.5  # a safety cap on a loaded machine
     config.generator = _stage("generator_tiny")
-    config.generator.num_steps = 1100
+    config.generator.num_steps = 600
     config.generator.max_minutes = 7.0  # a safety cap on a loaded machine
     config.generator.eval_every = 0
     config.generator.eval.judge_per_task = 0  # the job's own report judges the samples
@@ -60,7 +63,7 @@ def get_config(arg=None):
     )
 
     config.rolling = _stage("rolling_tiny")
-    config.rolling.max_minutes = 2.0
+    config.rolling.max_minutes = 1.5
     config.rolling.eval.num_examples = 64
     # rFID on 1,000 images is 3,000 images of Inception features, an estimated 6-8 minutes
     # on 2 cores (docs/performance.md: 6.5-8.4 images/s), past the job's
