@@ -6,7 +6,8 @@ Builds the dataset, trains tokenizer -> generator -> rolling decoder (each with 
 budget), tokenizes the data once in between, exports an inference bundle, and writes
 sample grids and a report (judge accuracy per task with the conv and the rolling
 decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: 900
-tokenizer steps (about 8 minutes at 1.8-1.9 steps/s, capped at 8.5), 600 generator steps
+tokenizer steps capped at 8.5 minutes (the fresh-clone run at e2d5393 reached 840 of them
+at 1.6-1.9 steps/s, so its schedule stopped short of its end), 600 generator steps
 (about 7 minutes at 1.3-1.4 steps/s, capped at 7) and 1.5 minutes of rolling decoder;
 with install, dataset, compilation, tokenization, export and evaluation about 24 minutes
 (README).
@@ -37,9 +38,9 @@ def get_config(arg=None):
     config.cpu_devices = 8
     config.data_dir = ""  # empty: $TFDS_DATA_DIR or ~/tensorflow_datasets
 
-    # Step counts, not only time caps, so each schedule decays to its end within its cap
-    # (fresh-clone runs on a quiet 2-core machine: tokenizer 1.8-1.9 steps/s, generator
-    # 1.3-1.4 on 8 CPU devices, docs/models.md "One process, four stages").
+    # Step counts sized to the caps, so each schedule decays to (or near) its end within
+    # them (fresh-clone runs on a quiet 2-core machine: tokenizer 1.6-1.9 steps/s, generator
+    # 1.3-1.5 on 8 CPU devices, docs/models.md "One process, four stages").
     config.tokenizer = _stage("tokenizer_tiny")
     config.tokenizer.num_steps = 900
     config.tokenizer.max_minutes = 8.5  # a safety cap on a loaded machine
