@@ -116,7 +116,7 @@ def main() -> None:
         shuffled = read_rate(src, args.read, args.batch, shuffle=True)
         feed = generator_feed_rate(args.read // 4, str(pathlib.Path(data_dir) / "tokens"))
 
-    from omni_img.data.omni_shapes import build_workers
+    from omni_img.world.omni_shapes import build_workers
 
     # What the train steps consume (the main job's: 8 CPU devices), measured here too.
     step_argv = [str(ROOT / "benchmarks" / "bench_train.py"), "--quick", "--child"]

@@ -33,8 +33,7 @@ def run_jax(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from benchmarks import common
-    from omni_img.evals import fid, weights
-    from omni_img.models import inception
+    from omni_img.evals.metrics import fid, inception, weights
 
     cached = weights.find(weights.FID_TORCHSCRIPT)
     params = weights.load_fid_params(cached) if cached else inception.random_params(0)
@@ -72,7 +71,7 @@ def run_torch(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from omni_img.evals import weights
+    from omni_img.evals.metrics import weights
 
     path = weights.find(weights.FID_TORCHSCRIPT)
     if path is None:

@@ -36,7 +36,7 @@ def random_bundle(out: pathlib.Path) -> dict:
     from omni_img.export import bundle as bl
     from omni_img.sampling.ar import DEFAULT_SAMPLING
     from omni_img.sampling.session import edit_conditioning
-    from omni_img.tokenizers.text import ByteTokenizer
+    from omni_img.text.tokenizer import ByteTokenizer
     from omni_img.trainers import generator as generator_stage
     from omni_img.trainers import rolling as rolling_stage
     from omni_img.trainers import tokenizer as tokenizer_stage

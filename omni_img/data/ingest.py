@@ -214,7 +214,7 @@ def _builder(name: str, resolution: int, split: str, rows: list[Row], data_dir: 
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core import registered
 
-    from omni_img.data.omni_shapes import deterministic_serialization, features
+    from omni_img.world.omni_shapes import deterministic_serialization, features
 
     class IngestedImages(tfds.core.GeneratorBasedBuilder):
         VERSION = tfds.core.Version("1.0.0")

@@ -35,7 +35,7 @@ def make_config(
 
     Sizes left as None take the preset of that resolution, or the 64 px default sizes.
     """
-    from omni_img.data.omni_shapes import CONFIGS, OmniShapesConfig
+    from omni_img.world.omni_shapes import CONFIGS, OmniShapesConfig
 
     if not 32 <= resolution <= 256 or resolution % 4:
         raise UserError(f"resolution must be a multiple of 4 in 32..256, got {resolution}")
@@ -68,7 +68,7 @@ def make_config(
 
 def config_named(name: str):
     """The OmniShapesConfig of a preset name or a custom name; UserError if neither."""
-    from omni_img.data.omni_shapes import CONFIGS
+    from omni_img.world.omni_shapes import CONFIGS
 
     for preset in CONFIGS:
         if preset.name == name:
@@ -85,7 +85,7 @@ def builder(name_or_config: Any = "omni_shapes", data_dir: str | None = None):
     """The TFDS builder of a dataset name or an OmniShapesConfig (nothing is built)."""
     import tensorflow_datasets as tfds
 
-    from omni_img.data.omni_shapes import OmniShapes, OmniShapesConfig
+    from omni_img.world.omni_shapes import OmniShapes, OmniShapesConfig
 
     data_dir = data_dir or default_data_dir()
     config = None

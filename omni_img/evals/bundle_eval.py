@@ -101,7 +101,7 @@ def select_records(
 
 def prompt_fits(pipeline) -> Callable[[Mapping[str, Any]], bool]:
     """Whether a record's caption (and history) fits the bundle's text context."""
-    from omni_img.tokenizers.text import encode_prompt
+    from omni_img.text.tokenizer import encode_prompt
 
     max_len = pipeline.generator.cfg.max_text_len
 
@@ -180,7 +180,7 @@ def chained_episodes(pipeline, source, *, count: int, seed: int, decoder: str, s
 
 def fid_available(inception_weights: str | None) -> str | None:
     """None if the FID weights can be loaded, else why not (one line)."""
-    from omni_img.evals import weights
+    from omni_img.evals.metrics import weights
 
     try:
         weights.fid_weights_path(inception_weights)
@@ -201,7 +201,7 @@ def _stats_path(cache: str, dataset: str, images: np.ndarray, preprocessing: str
 
 def reference_stats(images, extractor, *, cache: str, dataset: str, preprocessing: str, weights):
     """(mu, sigma, path, cached?) of the ground-truth images, from or into `cache`."""
-    from omni_img.evals import fid
+    from omni_img.evals.metrics import fid
 
     path = _stats_path(cache, dataset, images, preprocessing, weights)
     if os.path.isfile(path):
@@ -281,7 +281,7 @@ def evaluate_bundle(
     if why_not:
         report["fid"] = {"skipped": why_not}
     else:
-        from omni_img.evals import fid, weights
+        from omni_img.evals.metrics import fid, weights
 
         path = weights.fid_weights_path(inception_weights)
         extractor = fid.FeatureExtractor(
@@ -305,7 +305,7 @@ def evaluate_bundle(
         report["tokenizer"]["rfid"] = fid.frechet_distance(m, s, mu, sigma)
 
     if clip_weights:
-        from omni_img.evals import clip_score, clip_tokenizer, weights
+        from omni_img.evals.metrics import clip_score, clip_tokenizer, weights
 
         config, params = weights.load_clip(clip_weights)
         scorer = clip_score.CLIPScorer(

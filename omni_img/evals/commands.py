@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.eval_command == "fetch-weights":
-        from omni_img.evals import weights
+        from omni_img.evals.metrics import weights
 
         for item in (weights.FID_TORCHSCRIPT, weights.CLIP_BPE_VOCAB):
             print(weights.fetch(item, args.cache))
@@ -121,13 +121,13 @@ def main(args: argparse.Namespace) -> int:
         return _bundle_main(args)
     if args.eval_command == "fid-stats":
         mu, sigma, n = _folder_stats(args.images, args)
-        from omni_img.evals import fid
+        from omni_img.evals.metrics import fid
 
         fid.save_stats(args.out, mu, sigma, count=n, preprocessing=args.preprocessing)
         print(f"wrote {args.out}: FID statistics of {n} images ({args.preprocessing})")
         return 0
     if args.eval_command == "fid":
-        from omni_img.evals import fid
+        from omni_img.evals.metrics import fid
 
         ref = _reference_stats(args.ref, args)
         mu, sigma, n = _folder_stats(args.images, args)
@@ -246,7 +246,7 @@ def evaluate_images(
     if not len(images):
         raise UserError("no images to evaluate")
     if fid_ref is not None:
-        from omni_img.evals import fid, weights
+        from omni_img.evals.metrics import fid, weights
 
         extractor = fid.FeatureExtractor(
             weights.load_fid_params(inception_weights), preprocessing, batch_size
@@ -260,7 +260,7 @@ def evaluate_images(
     if clip_weights:
         if prompts is None or len(prompts) != len(images):
             raise UserError("CLIP score needs one prompt per image")
-        from omni_img.evals import clip_score, clip_tokenizer, weights
+        from omni_img.evals.metrics import clip_score, clip_tokenizer, weights
 
         config, params = weights.load_clip(clip_weights)
         tokenizer = clip_tokenizer.CLIPTokenizer(weights.clip_vocab_path(clip_vocab))
@@ -348,7 +348,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 def _folder_stats(folder: str, args: argparse.Namespace):
-    from omni_img.evals import fid, weights
+    from omni_img.evals.metrics import fid, weights
 
     paths = list_images(folder, args.limit)
     params = weights.load_fid_params(args.inception_weights)
@@ -359,7 +359,7 @@ def _folder_stats(folder: str, args: argparse.Namespace):
 
 
 def _reference_stats(ref: str, args: argparse.Namespace):
-    from omni_img.evals import fid
+    from omni_img.evals.metrics import fid
 
     if os.path.isdir(ref):
         mu, sigma, _ = _folder_stats(ref, args)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from omni_img.data import reading
-from omni_img.data.vocabulary import HELD_OUT_WORDS
-from omni_img.evals import judge as judge_lib
+from omni_img.world import judge as judge_lib
+from omni_img.world.vocabulary import HELD_OUT_WORDS
 
 ATTRIBUTES = ("shape", "style", "size", "position")
 

@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from omni_img.data.spec import OBJECT_COLOURS, SHAPES, spec_from_json
+from omni_img.world.spec import OBJECT_COLOURS, SHAPES, spec_from_json
 
 VALUES = {"shape": SHAPES, "colour": OBJECT_COLOURS}
 

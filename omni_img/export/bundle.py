@@ -418,7 +418,7 @@ def _read_json(root: pathlib.Path, rel: str) -> Any:
 
 def load_bundle(path: str | pathlib.Path) -> Bundle:
     """Verify a bundle (see ``verify_bundle``) and build its Pipeline; no workdir needed."""
-    from omni_img.tokenizers.text import from_json
+    from omni_img.text.tokenizer import from_json
 
     root = pathlib.Path(path)
     manifest = verify_bundle(root)

@@ -147,7 +147,7 @@ def write_png(
 def main(args: argparse.Namespace) -> int:
     from omni_img.errors import UserError
     from omni_img.sampling.pipeline import check_decoder, read_image
-    from omni_img.tokenizers.text import as_text
+    from omni_img.text.tokenizer import as_text
 
     # Everything cheap first, so a typo costs no bundle load.
     decoder = check_decoder(args.decoder)

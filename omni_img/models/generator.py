@@ -42,7 +42,7 @@ from omni_img.errors import UserError
 from omni_img.models.ar_decoder import BLOCK_HEADS, ARDecoder, from_groups, shift_right, to_groups
 from omni_img.models.encoder import Encoder
 from omni_img.models.transformer import MLP_KINDS, KVCache, init_kv_cache
-from omni_img.tokenizers.text import BOS_ID, EOS_ID, PAD_ID
+from omni_img.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 CONDITION_KEYS = ("text_ids", "text_mask", "source_tokens", "has_source", "history_ids",
                   "history_mask", "class_id")  # fmt: skip

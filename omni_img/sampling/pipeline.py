@@ -50,7 +50,7 @@ from omni_img.sampling.session import (
     edit_conditioning,
     prepare_image,
 )
-from omni_img.tokenizers.text import TextTokenizer
+from omni_img.text.tokenizer import TextTokenizer
 
 DECODERS = ("rolling", "sequential", "conv")
 # Source images: refuse what is surely not a photo to edit before decoding any pixel.

@@ -32,7 +32,7 @@ import numpy as np
 from omni_img.errors import UserError
 from omni_img.models.generator import Generator, GeneratorConfig
 from omni_img.sampling.ar import DEFAULT_SAMPLING, SamplingConfig, sample
-from omni_img.tokenizers.text import (
+from omni_img.text.tokenizer import (
     SEP_ID,
     TextTokenizer,
     as_text,

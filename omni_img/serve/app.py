@@ -86,7 +86,7 @@ class Server:
         self.worker = ModelWorker(limits.queue_size, limits.max_batch, limits.batch_window_s,
                                   run_batch)  # fmt: skip
         cfg = pipeline.generator.cfg
-        from omni_img.tokenizers.text import encode_prompt
+        from omni_img.text.tokenizer import encode_prompt
 
         self.facts = parsing.ModelFacts(
             check_prompt=lambda p: encode_prompt(pipeline.text_tokenizer, p, cfg.max_text_len),

@@ -32,7 +32,7 @@ from omni_img.models.generator import Generator, generator_loss, make_generator
 from omni_img.sampling import ar
 from omni_img.sampling.session import pack_history
 from omni_img.sharding import make_mesh
-from omni_img.tokenizers.text import as_text, encode_prompt, make_text_tokenizer, pad_ids
+from omni_img.text.tokenizer import as_text, encode_prompt, make_text_tokenizer, pad_ids
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import StageStep, finish_report, fit, restore_latest, stopped_report
 from omni_img.training.metrics import MetricsWriter

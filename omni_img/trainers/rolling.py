@@ -274,7 +274,7 @@ def evaluate(cfg, params, source, transform, generator, config, workdir) -> dict
 def decoder_rfid(truth: np.ndarray, decoded: dict[str, np.ndarray]) -> dict:
     """FID (real Inception weights, StyleGAN3's preprocessing) of each decoder's images
     against the ground truth they decode; {"skipped": why} without the weights."""
-    from omni_img.evals import fid, weights
+    from omni_img.evals.metrics import fid, weights
 
     try:
         params = weights.load_fid_params()

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from omni_img.data import examples
+from omni_img.world import examples
 
 BUILD_WITHOUT_TF = r"""
 import json, sys

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from omni_img.evals import weights
+from omni_img.evals.metrics import weights
 
 pytestmark = pytest.mark.torch
 
@@ -72,8 +72,8 @@ def _inputs(rng, vocab=300, length=24, batch=5, image=32):
 @pytest.mark.parametrize("hidden_act", ["quick_gelu", "gelu"])
 def test_flax_clip_matches_transformers(tmp_path, hidden_act):
     torch, transformers = _reference()
-    from omni_img.evals.clip_score import CLIPScorer
-    from omni_img.models import clip
+    from omni_img.evals.metrics import clip
+    from omni_img.evals.metrics.clip_score import CLIPScorer
 
     model = _small_model(torch, transformers, hidden_act)
     model.save_pretrained(tmp_path)  # config.json + model.safetensors
@@ -108,7 +108,7 @@ def test_flax_clip_matches_transformers(tmp_path, hidden_act):
 
 def test_clip_score_matches_torch_cosine(tmp_path):
     torch, transformers = _reference()
-    from omni_img.evals import clip_score
+    from omni_img.evals.metrics import clip_score
 
     model = _small_model(torch, transformers, "quick_gelu")
     model.save_pretrained(tmp_path)

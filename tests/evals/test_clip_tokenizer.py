@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from omni_img.evals import clip_tokenizer, weights
+from omni_img.evals.metrics import clip_tokenizer, weights
 
 
 def _vocab_path():

@@ -1,8 +1,8 @@
 """The learning curve's fixed validation sample: single objects apart from other scenes."""
 
 from omni_img.data import reading
-from omni_img.data.examples import example
 from omni_img.evals.samples import CURVE_GROUPS, curve_records, exact_share
+from omni_img.world.examples import example
 
 
 def test_each_group_gets_its_first_records_and_single_objects_stand_apart():

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from omni_img.data import reading
-from omni_img.data.examples import example
 from omni_img.evals.episodes import chained_episodes, judge_chained
 from omni_img.models.generator import GeneratorConfig
 from omni_img.sampling.session import Session
-from omni_img.tokenizers.text import make_text_tokenizer
+from omni_img.text.tokenizer import make_text_tokenizer
+from omni_img.world.examples import example
 
 GRID = (4, 4)
 

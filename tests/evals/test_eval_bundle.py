@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from omni_img import cli
-from omni_img.data import examples, reading
+from omni_img.data import reading
 from omni_img.evals import bundle_eval
 from omni_img.sampling.ar import DEFAULT_SAMPLING
+from omni_img.world import examples
 
 PER_TASK = 2
 

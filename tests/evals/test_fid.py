@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from omni_img.errors import UserError
-from omni_img.evals import fid, weights
-from omni_img.models import inception
+from omni_img.evals.metrics import fid, inception, weights
 
 
 def test_resize_matrices():

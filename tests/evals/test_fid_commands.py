@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from omni_img.errors import UserError
-from omni_img.evals import commands, fid, weights
-from omni_img.models import inception
+from omni_img.evals import commands
+from omni_img.evals.metrics import fid, inception, weights
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ Needs the cached FID weights (no torch). A few minutes on 2 CPU cores: marked sl
 import numpy as np
 import pytest
 
-from omni_img.evals import fid, weights
+from omni_img.evals.metrics import fid, weights
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ NOISE_STD = (4.0, 16.0, 48.0)  # grey levels
 
 
 def _split(split, count):
-    from omni_img.data import examples
+    from omni_img.world import examples
 
     return np.stack([examples.example(0, split, i, 64)["image"] for i in range(count)])
 

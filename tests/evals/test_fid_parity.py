@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from omni_img.evals import fid, torch_zip, weights
-from omni_img.models import inception
+from omni_img.evals.metrics import fid, inception, torch_zip, weights
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 

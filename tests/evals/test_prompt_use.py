@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from omni_img.data.spec import Scene, Shape, spec_to_json
 from omni_img.evals import prompt_use
 from omni_img.models import generator as g
-from omni_img.tokenizers.text import ByteTokenizer
+from omni_img.text.tokenizer import ByteTokenizer
+from omni_img.world.spec import Scene, Shape, spec_to_json
 
 
 def test_swapped_caption_keeps_plurals_and_articles():

@@ -4,8 +4,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from omni_img.data.examples import example
 from omni_img.evals.samples import Stages, reconstruction_ceiling
+from omni_img.world.examples import example
 
 
 class _Exact(nn.Module):

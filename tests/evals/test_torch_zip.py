@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from omni_img.errors import UserError
-from omni_img.evals import torch_zip, weights
+from omni_img.evals.metrics import torch_zip, weights
 
 
 class _SystemPayload:

@@ -300,7 +300,7 @@ def test_hash_mismatch_is_called_corruption(tmp_path):
 
 
 def test_model_json_missing_a_field_is_one_line(tmp_path):
-    from omni_img.tokenizers.text import make_text_tokenizer
+    from omni_img.text.tokenizer import make_text_tokenizer
 
     files, _ = _placeholder_bundle()
     files["model.json"] = json.dumps({"param_storage_dtype": "float32"}).encode()

@@ -9,7 +9,7 @@ from omni_img.models import encoder as enc
 from omni_img.models import generator as g
 from omni_img.sampling import session as ses
 from omni_img.sampling.ar import SamplingConfig
-from omni_img.tokenizers.text import SEP_ID, ByteTokenizer
+from omni_img.text.tokenizer import SEP_ID, ByteTokenizer
 
 TOK = ByteTokenizer()
 CFG = g.tiny_config(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from omni_img.errors import UserError
-from omni_img.evals import weights
+from omni_img.evals.metrics import weights
 from omni_img.trainers import rolling
 
 

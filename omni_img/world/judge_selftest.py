@@ -4,7 +4,7 @@
 ground-truth renders (expected: pass), renders of perturbed specs and ground-truth
 renders with an extra object or surface painted on (`perturb.DRAWN_*_KINDS`), each judged
 against the original spec (expected: fail), and reports the rates per task and per
-perturbation kind. Run it with `python -m omni_img.evals.judge_selftest --n 1000`.
+perturbation kind. Run it with `python -m omni_img.world.judge_selftest --n 1000`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from omni_img.data import perturb
-from omni_img.data.examples import ExampleSpec, example_specs
-from omni_img.data.render import render
-from omni_img.evals.judge import judge_batch
+from omni_img.world import perturb
+from omni_img.world.examples import ExampleSpec, example_specs
+from omni_img.world.judge import judge_batch
+from omni_img.world.render import render
 
 
 def first_examples(seed: int, split: str, n_per_task: int) -> dict[str, list[ExampleSpec]]:

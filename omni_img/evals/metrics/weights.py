@@ -141,8 +141,7 @@ def load_fid_params(path: str | None = None, verify: bool = True) -> dict[str, A
     With `verify`, the known TorchScript file is checked against its sha256, and a file
     named like pytorch-fid's (`...-6726825d.pth`) against its torch-hub hash prefix.
     """
-    from omni_img.evals import torch_zip
-    from omni_img.models import inception
+    from omni_img.evals.metrics import inception, torch_zip
 
     path = fid_weights_path(path)
     if verify:
@@ -218,7 +217,7 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 def load_clip(path: str) -> tuple[Any, dict[str, Any]]:
     """(CLIPConfig, Flax params) from a Hugging Face `CLIPModel` directory (config.json +
     model.safetensors) or a `.safetensors` file with its config.json beside it."""
-    from omni_img.models import clip
+    from omni_img.evals.metrics import clip
 
     directory = path if os.path.isdir(path) else os.path.dirname(path)
     files = (

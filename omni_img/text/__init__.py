@@ -1,6 +1,6 @@
 """Tokenizers; text: byte-level UTF-8 (default) or SentencePiece, one interface."""
 
-from omni_img.tokenizers.text import (
+from omni_img.text.tokenizer import (
     BOS_ID,
     EOS_ID,
     NUM_RESERVED,

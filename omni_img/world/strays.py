@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from omni_img.evals import segment
+from omni_img.world import segment
 
 TOUCH_PX = 2  # a region this close (in pixels) to an expected object touches it
 # How far an object's edge can reach, in fractions of the side: the soft style's

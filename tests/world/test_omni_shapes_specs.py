@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from omni_img.data import examples
-from omni_img.data.omni_shapes import CONFIGS
-from omni_img.data.render import render
-from omni_img.data.spec import (
+from omni_img.world import examples
+from omni_img.world.omni_shapes import CONFIGS
+from omni_img.world.render import render
+from omni_img.world.spec import (
     TASKS,
     Scene,
     Shape,
@@ -18,7 +18,7 @@ from omni_img.data.spec import (
     spec_to_json,
     validate,
 )
-from omni_img.data.vocabulary import HELD_OUT_PAIRS, HELD_OUT_WORDS, WORDS
+from omni_img.world.vocabulary import HELD_OUT_PAIRS, HELD_OUT_WORDS, WORDS
 
 
 def test_render_is_deterministic_and_shaped():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from omni_img.errors import UserError
-from omni_img.tokenizers import text as tt
+from omni_img.text import tokenizer as tt
 
 
 def test_byte_round_trip_and_reserved_ids():

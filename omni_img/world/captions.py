@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from omni_img.data.scenes import COUNT_LAYOUTS, Edit
-from omni_img.data.spec import CELLS, Scene, Shape
+from omni_img.world.scenes import COUNT_LAYOUTS, Edit
+from omni_img.world.spec import CELLS, Scene, Shape
 
 COLOUR_WORDS = {c: (c,) for c in ("red", "orange", "yellow", "green", "blue", "purple", "pink")}
 COLOUR_WORDS |= {

@@ -8,7 +8,7 @@ output (no classifier). Parameter names follow pytorch-fid / torchvision
 pytorch-fid's state dict and from StyleGAN3's TorchScript archive are at the bottom.
 
 Layout: NHWC. Letters in names: B batch, H/W height/width, C channels, F features (2048).
-Input: float, 299x299, already scaled to [-1, 1) (see `omni_img.evals.fid` for the
+Input: float, 299x299, already scaled to [-1, 1) (see `omni_img.evals.metrics.fid` for the
 resizing and scaling each reference uses).
 """
 
@@ -216,7 +216,7 @@ class FIDInceptionV3(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
-# Converters: torch state dicts (NumPy arrays, read by omni_img.evals.torch_zip) -> params.
+# Converters: torch state dicts (NumPy arrays, read by omni_img.evals.metrics.torch_zip) -> params.
 
 # StyleGAN3 TorchScript module path -> pytorch-fid module path, per block type.
 _TS_STEM = {

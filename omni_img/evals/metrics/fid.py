@@ -14,7 +14,7 @@ in how images reach 299x299. Each reference is a named `Preprocessing`:
 
 On a 64x64 image the first two differ by up to 139 grey levels: always report which one.
 
-The network is `omni_img.models.inception.FIDInceptionV3`, run in float32 with batches
+The network is `omni_img.evals.metrics.inception.FIDInceptionV3`, run in float32 with batches
 split over all devices (data parallel). Statistics are accumulated in float64; the
 distance is pytorch-fid's (`scipy.linalg.sqrtm`, with its eps-on-the-diagonal retry for a
 near-singular product). Covariances divide by N - 1 like pytorch-fid and the ADM evaluator
@@ -119,7 +119,7 @@ def _compiled_network(devices: tuple[Any, ...]):
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from omni_img.models import inception
+    from omni_img.evals.metrics import inception
 
     mesh = Mesh(np.array(devices), ("data",))
     data = NamedSharding(mesh, PartitionSpec("data"))

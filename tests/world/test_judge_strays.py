@@ -5,12 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from omni_img.data import perturb
-from omni_img.data.examples import example_specs
-from omni_img.data.render import render
-from omni_img.data.scenes import contrasts
-from omni_img.data.spec import COLOURS, OBJECT_COLOURS, Scene, Shape
-from omni_img.evals.judge import judge, judge_batch
+from omni_img.world import perturb
+from omni_img.world.examples import example_specs
+from omni_img.world.judge import judge, judge_batch
+from omni_img.world.render import render
+from omni_img.world.scenes import contrasts
+from omni_img.world.spec import COLOURS, OBJECT_COLOURS, Scene, Shape
 
 
 def _with_block(image: np.ndarray, box: tuple[int, int, int, int], colour: str) -> np.ndarray:

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from omni_img.data.render import shape_mask, stripe_period
-from omni_img.data.spec import CELL_CENTRES, COLOURS, OBJECT_COLOURS, POSITIONS, SHAPES, SIZES
+from omni_img.world.render import shape_mask, stripe_period
+from omni_img.world.spec import CELL_CENTRES, COLOURS, OBJECT_COLOURS, POSITIONS, SHAPES, SIZES
 
 MIN_AREA = 0.008  # of R^2: smaller regions are noise
 MAX_RESIDUAL = (

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from omni_img.data.spec import COLOURS, SIZES, Scene, Shape, Word, text_colour
+from omni_img.world.spec import COLOURS, SIZES, Scene, Shape, Word, text_colour
 
 SUPERSAMPLE = 4
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 256

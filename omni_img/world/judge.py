@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from omni_img.data.render import SURFACE_BOXES
-from omni_img.data.spec import CATEGORIES, Scene, Shape, spec_from_json, text_colour
-from omni_img.evals import ocr, segment, strays
+from omni_img.world import ocr, segment, strays
+from omni_img.world.render import SURFACE_BOXES
+from omni_img.world.spec import CATEGORIES, Scene, Shape, spec_from_json, text_colour
 
 MAX_SHIFT = 0.08  # of the side: how far an untouched object may drift in an edit
 MAX_SCALE = 1.3  # how much an untouched object may grow or shrink in an edit

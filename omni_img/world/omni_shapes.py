@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from omni_img.data import examples
+from omni_img.world import examples
 
 CHUNK = 36 * 8  # examples per worker task: whole edit groups (36 indices hold 12 edit slots)
 

@@ -2,7 +2,7 @@
 
 A `Scene` is everything an image shows: a background colour, up to three `Shape`s and
 an optional `Word` written on a surface. The renderer (`render.py`) turns a scene into
-pixels and the judge (`omni_img.evals.judge`) checks pixels against one. Geometry is
+pixels and the judge (`omni_img.world.judge`) checks pixels against one. Geometry is
 never stored free-form: an object's box follows from its grid cell and size class, so
 every visible attribute has a name that a caption can state.
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from omni_img.data import captions, scenes
-from omni_img.data.render import render
-from omni_img.data.spec import TASKS, Scene, spec_to_json
+from omni_img.world import captions, scenes
+from omni_img.world.render import render
+from omni_img.world.spec import TASKS, Scene, spec_to_json
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 EDIT_GROUP = 12  # edit slots per group of episodes

@@ -1,6 +1,6 @@
 """A picture of the dataset: examples of every task at several resolutions, in one grid.
 
-python -m omni_img.data.preview docs/images/omni_shapes.png
+python -m omni_img.world.preview docs/images/omni_shapes.png
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from omni_img.data.examples import example_specs
-from omni_img.data.render import render
+from omni_img.world.examples import example_specs
+from omni_img.world.render import render
 
 CELL = 128  # px per grid cell: every resolution is shown at the same size
 

@@ -22,9 +22,9 @@ import string
 import numpy as np
 from PIL import Image, ImageDraw
 
-from omni_img.data.render import SIGN_POST, SUPERSAMPLE, SURFACE_BOXES, object_alpha, shape_mask
-from omni_img.data.scenes import ALL_CELLS, contrasts
-from omni_img.data.spec import (
+from omni_img.world.render import SIGN_POST, SUPERSAMPLE, SURFACE_BOXES, object_alpha, shape_mask
+from omni_img.world.scenes import ALL_CELLS, contrasts
+from omni_img.world.spec import (
     BACKGROUND_COLOURS,
     COLOURS,
     OBJECT_COLOURS,

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from omni_img.data.examples import example_specs
-from omni_img.data.render import render
-from omni_img.data.spec import CATEGORIES
-from omni_img.evals import judge_selftest
-from omni_img.evals.judge import judge, judge_batch, summarize
+from omni_img.world import judge_selftest
+from omni_img.world.examples import example_specs
+from omni_img.world.judge import judge, judge_batch, summarize
+from omni_img.world.render import render
+from omni_img.world.spec import CATEGORIES
 
 
 def _check(report, gt_floor, fail_floor):
@@ -88,7 +88,7 @@ def test_summary_reports_geneval_categories_and_ocr():
 def test_missing_tesseract_names_the_package(monkeypatch):
     from omni_img import preflight
     from omni_img.errors import UserError
-    from omni_img.evals import ocr
+    from omni_img.world import ocr
 
     monkeypatch.delenv("OMNI_IMG_TESSERACT", raising=False)
     monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
@@ -97,7 +97,7 @@ def test_missing_tesseract_names_the_package(monkeypatch):
 
 
 def test_character_error_rate():
-    from omni_img.evals.ocr import character_error_rate
+    from omni_img.world.ocr import character_error_rate
 
     assert character_error_rate("river", "river") == 0
     assert character_error_rate("rivet", "river") == pytest.approx(0.2)
@@ -105,7 +105,7 @@ def test_character_error_rate():
 
 
 def test_ocr_stats_score_only_the_images_ocr_read():
-    from omni_img.evals.judge import ocr_stats
+    from omni_img.world.judge import ocr_stats
 
     read = [{"exact": True, "cer": 0.0}, {"exact": False, "cer": 0.5}]
     failed_before_ocr = [{"background": "red"}]

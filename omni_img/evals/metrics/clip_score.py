@@ -7,7 +7,7 @@ pair (the two agree whenever every cosine is positive, as with real CLIP weights
 Images go through the Hugging Face `CLIPImageProcessor` recipe (what torchmetrics uses):
 shortest side resized to `image_size` with PIL bicubic, centre crop (offsets rounded
 down, as HF does; torchvision rounds), scaled to [0, 1], normalised with OpenAI's mean and
-std. Text goes through `omni_img.evals.clip_tokenizer` (HF's `CLIPTokenizer` rules),
+std. Text goes through `omni_img.evals.metrics.clip_tokenizer` (HF's `CLIPTokenizer` rules),
 truncated to the model's context.
 """
 
@@ -44,14 +44,14 @@ def preprocess_image(image_HxWx3: np.ndarray, size: int = 224) -> np.ndarray:
 class CLIPScorer:
     """Embeds images and captions with a Flax CLIP and scores pairs.
 
-    config/params: from `omni_img.evals.weights.load_clip`; tokenizer: a
+    config/params: from `omni_img.evals.metrics.weights.load_clip`; tokenizer: a
     `clip_tokenizer.CLIPTokenizer` (its ids must fit the checkpoint's vocabulary).
     """
 
     def __init__(self, config: Any, params: Any, tokenizer: Any, batch_size: int = 32) -> None:
         import jax
 
-        from omni_img.models import clip
+        from omni_img.evals.metrics import clip
 
         self.config = config
         self.tokenizer = tokenizer

@@ -13,7 +13,7 @@ import random
 
 import numpy as np
 
-from omni_img.data.spec import (
+from omni_img.world.spec import (
     BACKGROUND_COLOURS,
     COLOURS,
     OBJECT_COLOURS,
@@ -27,7 +27,7 @@ from omni_img.data.spec import (
     Word,
     layout_is_clear,
 )
-from omni_img.data.vocabulary import HELD_OUT_PAIRS, HELD_OUT_WORDS, pair_allowed, words_for
+from omni_img.world.vocabulary import HELD_OUT_PAIRS, HELD_OUT_WORDS, pair_allowed, words_for
 
 MIN_CONTRAST = 130.0  # least RGB distance between an object (or surface) and the background
 HELD_OUT_RATE = 0.5  # in the test split, the share of scenes built around a held-out item
