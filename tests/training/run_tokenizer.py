@@ -3,8 +3,8 @@
     python tests/training/run_tokenizer.py WORKDIR NUM_STEPS DEVICES [--delay S] [--dump FILE]
 
 Runs on DEVICES fake CPU devices (mesh data=-1), checkpoints every 2 steps (or
---checkpoint_every), and with
---dump writes the final params (flattened) to an .npz file.
+--checkpoint_every), with --phase_log FILE logs its saves and evaluation there
+(tests.chaos.phases), and with --dump writes the final params (flattened) to an .npz file.
 """
 
 import argparse
@@ -20,6 +20,7 @@ parser.add_argument("--delay", type=float, default=0.0)
 parser.add_argument("--dump", default="")
 parser.add_argument("--restore_only", action="store_true")
 parser.add_argument("--checkpoint_every", type=int, default=2)
+parser.add_argument("--phase_log", default="")  # tests.chaos.phases: saves and evaluation
 args = parser.parse_args()
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -46,6 +47,10 @@ if args.restore_only:
 else:
     from omni_img.trainers import tokenizer
 
+    if args.phase_log:
+        from tests.chaos.phases import log_phases
+
+        log_phases(args.phase_log)
     tokenizer.train(
         config,
         args.workdir,
