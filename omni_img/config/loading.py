@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import pathlib
 
 import ml_collections
 
 from omni_img.errors import UserError
+from omni_img.fields import unknown_key_message
 
 OVERRIDE_PREFIX = "--config."
 
@@ -71,14 +71,6 @@ def _resolve_parent(config: ml_collections.ConfigDict, dotted: str):
             return node, part
         node = node[part]
     raise AssertionError("unreachable")
-
-
-def unknown_key_message(dotted: str, part: str, known: list[str], prefix: str) -> str:
-    """`config.<dotted>` is unknown: `part` is not among `known`, the keys under `prefix`."""
-    guess = difflib.get_close_matches(part, known, n=1)
-    where = f" under config.{prefix}" if prefix else ""
-    hint = f"; did you mean config.{prefix + '.' if prefix else ''}{guess[0]}?" if guess else ""
-    return f"unknown config key config.{dotted} ({part!r} is not a key{where}){hint}"
 
 
 def _coerce(dotted: str, current, text: str):

@@ -18,8 +18,8 @@ from typing import Any
 import ml_collections
 
 from omni_img.config.defaults import training_defaults
-from omni_img.config.loading import unknown_key_message
 from omni_img.errors import UserError
+from omni_img.fields import unknown_key_message
 
 KeyTree = dict[str, Any]  # key -> None (a value) or the KeyTree of a group
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.errors import UserError
+from omni_img.fields import as_mapping, check_known_keys
 from omni_img.models.tokenizer import TokenizerSpec, tokenizer_spec_from_config
 
 Array = jax.Array
@@ -125,12 +126,9 @@ def rolling_decoder_config(
     elif isinstance(cfg, RollingDecoderConfig):
         values = dataclasses.asdict(cfg)
     else:
-        values = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+        values = as_mapping(cfg, "model")
     values.update(overrides)
-    known = {f.name for f in dataclasses.fields(RollingDecoderConfig)}
-    for key in values:
-        if key not in known:
-            raise UserError(f"rolling decoder: unknown config key {key!r}")
+    check_known_keys(RollingDecoderConfig, values, "model")
     base = values.get("base_tokenizer")
     if base is not None and not isinstance(base, TokenizerSpec):  # a dict, e.g. from JSON
         values["base_tokenizer"] = tokenizer_spec_from_config(base)

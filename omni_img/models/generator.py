@@ -37,8 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omni_img.config.loading import unknown_key_message
 from omni_img.errors import UserError
+from omni_img.fields import dataclass_from_mapping
 from omni_img.models.ar_decoder import BLOCK_HEADS, ARDecoder, from_groups, shift_right, to_groups
 from omni_img.models.encoder import Encoder
 from omni_img.models.transformer import MLP_KINDS, KVCache, init_kv_cache
@@ -164,15 +164,7 @@ def as_generator_config(model_cfg: Any) -> GeneratorConfig:
     (the ``config.model`` block); UserError naming the key otherwise."""
     if isinstance(model_cfg, GeneratorConfig):
         return check_generator_config(model_cfg)
-    if hasattr(model_cfg, "to_dict"):
-        model_cfg = model_cfg.to_dict()
-    if not isinstance(model_cfg, Mapping):
-        raise UserError(f"config.model must be a group of keys, got {type(model_cfg).__name__}")
-    known = [f.name for f in dataclasses.fields(GeneratorConfig)]
-    for key in model_cfg:
-        if key not in known:
-            raise UserError(unknown_key_message(f"model.{key}", key, known, "model"))
-    return check_generator_config(GeneratorConfig(**dict(model_cfg)))
+    return check_generator_config(dataclass_from_mapping(GeneratorConfig, model_cfg, "model"))
 
 
 def check_generator_config(cfg: GeneratorConfig) -> GeneratorConfig:

@@ -17,6 +17,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
+from omni_img.fields import as_mapping, check_known_keys
 from omni_img.models.quantizers import FiniteScalarQuantizer, VectorQuantizer
 
 
@@ -115,10 +116,9 @@ class TokenizerSpec:
 
 def tokenizer_spec_from_config(model) -> TokenizerSpec:
     """A TokenizerSpec from a config's model block (a ConfigDict or a plain dict, e.g.
-    read back from JSON); keys that are not spec fields are ignored."""
-    fields = {f.name for f in dataclasses.fields(TokenizerSpec)}
-    items = model.to_dict() if hasattr(model, "to_dict") else dict(model)
-    values = {key: value for key, value in items.items() if key in fields}
+    read back from JSON); a key that is not a spec field is a UserError."""
+    values = as_mapping(model, "model")
+    check_known_keys(TokenizerSpec, values, "model")
     for key in ("widths", "fsq_levels"):
         if key in values:
             values[key] = tuple(values[key])

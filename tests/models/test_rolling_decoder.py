@@ -98,7 +98,7 @@ def test_shapes_at_64px_for_both_token_grids(grid):
         (dict(num_bands=3), "does not divide image_height"),
         (dict(window=3), "does not divide steps_per_band"),
         (dict(patch_size=3), "patch_size"),
-        (dict(num_bandz=2), "unknown config key 'num_bandz'"),
+        (dict(num_bandz=2), r"config\.model\.num_bandz .*did you mean config\.model\.num_bands\?"),
     ],
 )
 def test_config_errors_name_the_problem(bad, message):
