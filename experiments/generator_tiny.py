@@ -30,9 +30,8 @@ def get_config(arg=None):
     config.log_every = 20
     config.eval_every = 1000
     config.ema_decay = 0.999
-    # 2e-3 for the 60-minute run on a 2-core CPU. 4e-3 reached a lower validation NLL
-    # (compose 0.39 against 0.41) yet drew far fewer of the prompts' objects: single-object
-    # validation scenes 21 % against 47.5 % (docs/models.md). omni_tiny.py keeps 1e-3.
+    # 2e-3 for the 60-minute run on a 2-core CPU: 4e-3 reached a lower validation NLL yet
+    # drew far fewer of the prompts' objects (docs/models.md, the learning-rate rows).
     config.optim.lr = 2e-3
     config.optim.warmup_steps = 200
     config.optim.weight_decay = 0.01
@@ -48,8 +47,8 @@ def get_config(arg=None):
         "omni-img train --config experiments/tokenizer_tiny.py --workdir runs/tokenizer_tiny "
         "&& omni-img tokenize --tokenizer runs/tokenizer_tiny --out runs/tokens"
     )
-    # Compose weighs most: 0.75 of the examples raised single-object scenes from 19 % to
-    # 27 % in 60 minutes (docs/models.md), write and edit stayed at 0 % either way.
+    # Compose weighs most: it raised single-object scenes in the 60-minute run, while write
+    # and edit did not move either way (docs/models.md, the task-weight rows).
     config.data.task_weights = ml_collections.ConfigDict(
         {"compose": 0.75, "write": 0.125, "edit": 0.125}
     )
@@ -75,9 +74,9 @@ def get_config(arg=None):
             "rope": True,
         }
     )
-    # Sampling for the evaluations: greedy with classifier-free guidance 1.5, the best of
-    # 1 / 1.25 / 1.5 / 1.75 / 2 / 3 on 200 single-object *validation* scenes (47.5 % against
-    # 35.5 % for plain greedy), so the test split never picked it.
+    # Sampling for the evaluations: greedy with classifier-free guidance 1.5, the best of a
+    # sweep on single-object *validation* scenes (docs/models.md, the guidance sweep), so
+    # the test split never picked it.
     config.sampling = ml_collections.ConfigDict(
         {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.5}
     )

@@ -6,11 +6,10 @@ Builds the dataset, trains tokenizer -> generator -> rolling decoder (each with 
 budget), tokenizes the data once in between, exports an inference bundle, and writes
 sample grids and a report (judge accuracy per task with the conv and the rolling
 decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: 900
-tokenizer steps capped at 8.5 minutes (the fresh-clone run at e2d5393 reached 840 of them
-at 1.6-1.9 steps/s, so its schedule stopped short of its end), 600 generator steps
-(about 7 minutes at 1.3-1.4 steps/s, capped at 7) and 1.5 minutes of rolling decoder;
-with install, dataset, compilation, tokenization, export and evaluation about 24 minutes
-(README).
+tokenizer steps capped at 8.5 minutes, 600 generator steps capped at 7 and 1.5 minutes of
+rolling decoder, sized so the whole README command stays under 25 minutes; the steps each
+cap reached and the stages' timings are in docs/main_job_report.md and docs/models.md
+("One process, four stages").
 Each stage's config is the stage's own experiment file, shortened here.
 """
 
@@ -39,8 +38,8 @@ def get_config(arg=None):
     config.data_dir = ""  # empty: $TFDS_DATA_DIR or ~/tensorflow_datasets
 
     # Step counts sized to the caps, so each schedule decays to (or near) its end within
-    # them (fresh-clone runs on a quiet 2-core machine: tokenizer 1.6-1.9 steps/s, generator
-    # 1.3-1.5 on 8 CPU devices, docs/models.md "One process, four stages").
+    # them at the speeds fresh-clone runs measured (docs/models.md "One process, four
+    # stages").
     config.tokenizer = _stage("tokenizer_tiny")
     config.tokenizer.num_steps = 900
     config.tokenizer.max_minutes = 8.5  # a safety cap on a loaded machine
@@ -66,9 +65,9 @@ def get_config(arg=None):
     config.rolling = _stage("rolling_tiny")
     config.rolling.max_minutes = 1.5
     config.rolling.eval.num_examples = 64
-    # rFID on 1,000 images is 3,000 images of Inception features, an estimated 6-8 minutes
-    # on 2 cores (docs/performance.md: 6.5-8.4 images/s), past the job's
-    # budget: the report says so; --config.rolling.eval.rfid_images=1000 turns it on.
+    # rFID on 1,000 images is 3,000 images of Inception features, minutes past the job's
+    # budget on 2 cores (docs/performance.md, "FID features"): the report says so;
+    # --config.rolling.eval.rfid_images=1000 turns it on.
     config.rolling.eval.rfid_images = 0
 
     # The report: generated samples judged per task on the test split.

@@ -56,8 +56,8 @@ def training_defaults() -> ml_collections.ConfigDict:
             "keep_every": 0,
             "async_save": True,
             # Orbax's replica-parallel save splits every replicated array into one slice
-            # a device, dispatched one by one while the loop waits: 0.30 s of blocking
-            # for the tiny tokenizer's 212 arrays on 8 devices, 0.056 s without. Turn it
+            # a device, dispatched one by one while the loop waits (several times the
+            # blocking for small states: docs/performance.md, checkpoint rows). Turn it
             # on for large replicated (pure data-parallel) states, where splitting the
             # device-to-host copies over replicas pays.
             "replica_parallel": False,
