@@ -15,8 +15,8 @@ import pytest  # noqa: E402  (after the environment above)
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The tiny trained run of tests/export/conftest.py (tests/export and tests/serve)."""
-    from tests.export.conftest import train_tiny_run
+    """The tiny trained run of tests/support/bundles.py (tests/export and tests/serve)."""
+    from tests.support.bundles import train_tiny_run
 
     return train_tiny_run(tmp_path_factory.mktemp("run"))
 

@@ -14,8 +14,8 @@ from omni_img.errors import UserError
 from omni_img.trainers import tokenizer
 from omni_img.training.data import make_train_iterator
 from tests.chaos.damage import flip_bytes
-from tests.training.synthetic import SyntheticSource
-from tests.training.tiny_config import tiny_tokenizer_config
+from tests.support.synthetic import SyntheticSource
+from tests.support.tiny_configs import tiny_tokenizer_config
 
 pytestmark = pytest.mark.chaos
 POISONED_STEP = 4  # a save step: the save must not happen

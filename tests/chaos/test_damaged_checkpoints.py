@@ -23,8 +23,8 @@ from omni_img.training.fit import abstract_train_state
 from omni_img.training.restore import DAMAGED_FOLDER
 from tests.chaos.compile_cache import cached_compiles
 from tests.chaos.damage import DAMAGES, FILE_KINDS, damaged_copy
-from tests.training.synthetic import SyntheticSource
-from tests.training.tiny_config import tiny_tokenizer_config
+from tests.support.synthetic import SyntheticSource
+from tests.support.tiny_configs import tiny_tokenizer_config
 
 pytestmark = pytest.mark.chaos
 STEPS = 4  # saves at 2 and 4

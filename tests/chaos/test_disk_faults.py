@@ -7,8 +7,8 @@ from omni_img.errors import UserError
 from omni_img.trainers import tokenizer
 from omni_img.training.checkpoint_digest import digest_problem
 from tests.chaos.filesystems import fill_when_present, read_only_view, small_tmpfs
-from tests.training.synthetic import SyntheticSource
-from tests.training.tiny_config import tiny_tokenizer_config
+from tests.support.synthetic import SyntheticSource
+from tests.support.tiny_configs import tiny_tokenizer_config
 
 pytestmark = pytest.mark.chaos
 

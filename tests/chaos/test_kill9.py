@@ -20,10 +20,7 @@ import pytest
 
 from tests.chaos.compile_cache import cache_environment
 from tests.chaos.phases import events, phase_at_death, seconds_between
-from tests.training.test_tokenizer_training import (
-    _finished_checkpoints,
-    _run_worker,
-)
+from tests.support.workers import finished_checkpoints, run_worker
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 STEPS, EVERY, KILLS, DEVICES = 12, 2, 10, 2
@@ -45,7 +42,7 @@ def _runs(workdir) -> list[list[dict]]:
 def _run_to_the_end(workdir, *args):
     """An uninterrupted worker run (the shared helper's 600 s is too short here on a
     busy machine: this one compiles for the restarts too)."""
-    process = _run_worker(workdir, STEPS, DEVICES, "--checkpoint_every", EVERY, *args,
+    process = run_worker(workdir, STEPS, DEVICES, "--checkpoint_every", EVERY, *args,
                           background=True)  # fmt: skip
     assert process.wait(timeout=WAIT_SECONDS) == 0, f"the worker on {workdir} failed"
 
@@ -133,14 +130,14 @@ def test_ten_random_kills_end_bitwise_equal(tmp_path, monkeypatch):
     landed, resumable, before_commit = [], [], 0
     for index, aim in enumerate(aims):
         log = tmp_path / f"kill{index}.log"
-        process = _run_worker(broken, STEPS, DEVICES, "--delay", "0.02", "--checkpoint_every",
+        process = run_worker(broken, STEPS, DEVICES, "--delay", "0.02", "--checkpoint_every",
                               EVERY, "--phase_log", log, background=True)  # fmt: skip
         if not _kill_in(aim, process, log, broken, rng, eval_seconds):
             pytest.fail(f"kill {index} (aimed at {aim}): the worker ended first")
         landed.append(phase_at_death(log))
         step = _in_flight_save(log)
         before_commit += step is not None and not (broken / "checkpoints" / step).exists()
-        resumable.append(max(_finished_checkpoints(broken), default=0))
+        resumable.append(max(finished_checkpoints(broken), default=0))
     _run_to_the_end(broken, "--dump", tmp_path / "broken.npz")
 
     runs = _runs(broken)

@@ -16,7 +16,7 @@ import pytest
 from omni_img.training.checkpoint_digest import DIGEST_FILE
 from omni_img.training.restore import DAMAGED_FOLDER
 from tests.chaos.damage import zero_fill
-from tests.launch.test_multiprocess import launch
+from tests.support.multiprocess import launch
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 STEPS = 4  # saves at 2 and 4

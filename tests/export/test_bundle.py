@@ -18,7 +18,7 @@ from omni_img.sampling import ar
 from omni_img.sampling import rolling as rolling_sampling
 from omni_img.sampling.pipeline import split_seed
 from omni_img.sampling.session import edit_conditioning
-from tests.export.conftest import PROMPT
+from tests.support.bundles import PROMPT
 
 
 def test_layout_manifest_and_no_pickle(bundle_dir):

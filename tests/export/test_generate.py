@@ -18,7 +18,7 @@ from omni_img import cli
 from omni_img.errors import UserError
 from omni_img.sampling import ar
 from omni_img.sampling.session import Session
-from tests.export.conftest import PROMPT
+from tests.support.bundles import PROMPT
 
 # ----------------------------------------------------------------------------- pipeline
 

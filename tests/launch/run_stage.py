@@ -33,14 +33,14 @@ distributed.initialize(group, heartbeat_timeout_s=10)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tests.training.synthetic import SyntheticSource  # noqa: E402
+from tests.support.synthetic import SyntheticSource  # noqa: E402
 
 print(f"joined as process {jax.process_index()} of {jax.process_count()}, "
       f"{jax.local_device_count()} local devices", flush=True)  # fmt: skip
 
 if args.stage == "tokenizer":
     from omni_img.trainers import tokenizer as trainer
-    from tests.training.tiny_config import tiny_tokenizer_config
+    from tests.support.tiny_configs import tiny_tokenizer_config
 
     config = tiny_tokenizer_config(num_steps=args.num_steps)
     train = lambda: trainer.train(  # noqa: E731
@@ -51,9 +51,9 @@ if args.stage == "tokenizer":
     )
 else:
     from omni_img.trainers import generator as trainer
-    from tests.trainers.test_generator_training import tiny_config
+    from tests.support.tiny_configs import tiny_generator_config
 
-    config = tiny_config(args.tokens, args.num_steps, data=-1, fsdp=1, tensor=1)
+    config = tiny_generator_config(args.tokens, args.num_steps, data=-1, fsdp=1, tensor=1)
     train = lambda: trainer.train(config, args.workdir)  # noqa: E731
 
 if not args.restore_to:

@@ -19,34 +19,17 @@ import time
 import numpy as np
 import pytest
 
-from tests.trainers.tokenized_fixture import write_tokenized
+from tests.support.multiprocess import ENTRY, launch, launch_env
+from tests.support.tokenized import write_tokenized
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-LAUNCHER = ROOT / "launch" / "local_multiprocess.sh"
-ENTRY = ROOT / "tests" / "launch" / "run_stage.py"
 STEPS = 6
-
-
-def _env(devices: int | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNI_IMG_")}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}" if devices else ""
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
-
-
-def launch(stage, workdir, steps, *extra, processes=2, devices=2, **popen):
-    command = [str(LAUNCHER), str(processes), str(devices), "--",
-               sys.executable, str(ENTRY), stage, str(workdir), str(steps), *extra]  # fmt: skip
-    return subprocess.Popen(
-        command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, **popen,
-    )  # fmt: skip
 
 
 def single(stage, workdir, steps, *extra, devices=4):
     command = [sys.executable, str(ENTRY), stage, str(workdir), str(steps), *extra]
     result = subprocess.run(
-        command, cwd=ROOT, env=_env(devices), capture_output=True, text=True, timeout=600
+        command, cwd=ROOT, env=launch_env(devices), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

@@ -13,8 +13,8 @@ from PIL import Image
 from omni_img.serve.errors import RequestError
 from omni_img.serve.sessions import SessionStore
 from omni_img.serve.worker import DONE, ModelWorker
-from tests.export.conftest import PROMPT
-from tests.serve.conftest import (
+from tests.support.bundles import PROMPT
+from tests.support.http import (
     TEST_LIMITS,
     assert_one_line_error,
     decode_png,

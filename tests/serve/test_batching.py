@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from omni_img.serve.worker import DONE, ModelWorker
-from tests.export.conftest import PROMPT
-from tests.serve.conftest import TEST_LIMITS, decode_png, sse_events
+from tests.support.bundles import PROMPT
+from tests.support.http import TEST_LIMITS, decode_png, sse_events
 
 BATCH_LIMITS = dataclasses.replace(TEST_LIMITS, max_batch=2, batch_window_s=3.0)
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.serve.conftest import noise_png
+from tests.support.http import noise_png
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WAIT_S = 180

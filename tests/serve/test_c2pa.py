@@ -13,8 +13,8 @@ from omni_img import cli
 from omni_img.errors import UserError
 from omni_img.provenance.c2pa_png import GENERATION_LABEL, TRAINED_ALGORITHMIC_MEDIA, read_manifest
 from omni_img.provenance.chain import load_credentials, make_test_chain
-from tests.export.conftest import PROMPT
-from tests.serve.conftest import noise_png
+from tests.support.bundles import PROMPT
+from tests.support.http import noise_png
 
 
 def png_chunks(data: bytes):

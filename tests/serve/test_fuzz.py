@@ -12,8 +12,8 @@ import urllib.parse
 
 import httpx
 
-from tests.export.conftest import PROMPT
-from tests.serve.conftest import noise_png
+from tests.support.bundles import PROMPT
+from tests.support.http import noise_png
 
 CASES = 160  # at most this many requests,
 BUDGET_S = 45.0  # and no longer than this

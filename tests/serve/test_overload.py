@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from omni_img.serve.overload import OpenRequestLimit
 from omni_img.serve.running import background_server, uvicorn_config
-from tests.serve.conftest import TEST_LIMITS
+from tests.support.http import TEST_LIMITS
 
 
 def blocking_app(release: threading.Event, entered: threading.Semaphore):

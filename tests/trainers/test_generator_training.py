@@ -7,42 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from omni_img.config import load_config
 from omni_img.errors import UserError
 from omni_img.trainers import generator
 from omni_img.training import fit as fit_module
-from tests.trainers.tokenized_fixture import write_tokenized
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def tiny_config(tokens, num_steps, **mesh):
-    overrides = [
-        f"--config.data.tokenized_dir={tokens}",
-        f"--config.num_steps={num_steps}",
-        "--config.batch_size=16",
-        "--config.log_every=1",
-        "--config.eval_every=0",
-        "--config.checkpoint.every_steps=2",
-        "--config.eval.num_examples=16",
-        # The final test-split judge, the chained episodes and the learning curve sample
-        # omni_shapes records at the dataset's size; the 16 px stand-in tokenizers cannot
-        # encode those (test_eval_bundle.py judges a 16 px split; the curve and episodes
-        # have tests of their own).
-        "--config.eval.judge_per_task=0",
-        "--config.eval.episodes=0",
-        "--config.eval.curve_every_minutes=0",
-        "--config.model.dim=32",
-        "--config.model.mlp_dim=64",
-        "--config.model.num_heads=2",
-        "--config.model.enc_layers=1",
-        "--config.model.dec_layers=1",
-        "--config.model.max_text_len=64",  # word-aligned ids: the captions take 33-57
-        "--config.model.max_history_len=32",  # "add a square" + SEP: 25 ids aligned
-        "--config.optim.warmup_steps=1",
-        *[f"--config.mesh.{axis}={size}" for axis, size in mesh.items()],
-    ]
-    return load_config(str(ROOT / "experiments/generator_tiny.py"), overrides)
+from tests.support.tiny_configs import tiny_generator_config
+from tests.support.tokenized import write_tokenized
 
 
 def losses(workdir):
@@ -89,7 +58,7 @@ def test_generator_meshes_agree_and_resume_is_exact(tmp_path, monkeypatch):
     whole, split = tmp_path / "whole", tmp_path / "split"
 
     def config(steps, **mesh):
-        return non_default_options(tiny_config(tokens, steps, **mesh))
+        return non_default_options(tiny_generator_config(tokens, steps, **mesh))
 
     generator.train(config(4, data=8, fsdp=1, tensor=1), str(whole))
     generator.train(config(4, data=2, fsdp=2, tensor=2), str(tmp_path / "d2f2t2"))

@@ -8,7 +8,7 @@ import pytest
 
 from omni_img.config import load_config
 from omni_img.trainers import generator, rolling, tokenizer
-from tests.trainers.test_generator_training import tiny_config as tiny_generator_config
+from tests.support.tiny_configs import tiny_generator_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -41,9 +41,9 @@ def fake_decoder_rfid(calls):
 # The real rFID inside the trainer is the slow case; the default one checks its wiring.
 @pytest.mark.parametrize("real_rfid", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch, real_rfid):
-    from tests.trainers.tokenized_fixture import write_tokenized
-    from tests.training.synthetic import SyntheticSource
-    from tests.training.tiny_config import tiny_tokenizer_config
+    from tests.support.synthetic import SyntheticSource
+    from tests.support.tiny_configs import tiny_tokenizer_config
+    from tests.support.tokenized import write_tokenized
 
     # A tokenizer whose grid (4x4 at 16 px, 1000 FSQ codes) matches the tokenized fixture.
     tokenizer.train(tiny_tokenizer_config(1), str(tmp_path / "tok"),

@@ -29,8 +29,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tests.training.synthetic import SyntheticSource  # noqa: E402
-from tests.training.tiny_config import tiny_tokenizer_config  # noqa: E402
+from tests.support.synthetic import SyntheticSource  # noqa: E402
+from tests.support.tiny_configs import tiny_tokenizer_config  # noqa: E402
 
 
 def flat_params(params) -> dict[str, np.ndarray]:

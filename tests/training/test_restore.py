@@ -19,8 +19,8 @@ from omni_img.training.checkpoint_digest import write_digest
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import abstract_train_state, restore_latest
 from omni_img.training.state import TrainState, create_sharded_state
-from tests.training.synthetic import SyntheticSource
-from tests.training.tiny_config import tiny_tokenizer_config
+from tests.support.synthetic import SyntheticSource
+from tests.support.tiny_configs import tiny_tokenizer_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -1,11 +1,8 @@
 """The framework, exercised through the tokenizer stage on 8 fake CPU devices."""
 
 import json
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -13,11 +10,11 @@ import numpy as np
 import pytest
 
 from omni_img.trainers import tokenizer
-from tests.training.synthetic import SyntheticSource
-from tests.training.tiny_config import tiny_tokenizer_config
+from tests.support.synthetic import SyntheticSource
+from tests.support.tiny_configs import tiny_tokenizer_config
+from tests.support.workers import finished_checkpoints, run_worker
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-WORKER = ROOT / "tests" / "training" / "run_tokenizer.py"
 
 
 def losses_of(workdir) -> list[float]:
@@ -92,27 +89,8 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
 
 
-def _run_worker(*args, check=True, **kwargs):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    command = [sys.executable, str(WORKER), *map(str, args)]
-    if kwargs.pop("background", False):
-        return subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-    return subprocess.run(
-        command, env=env, cwd=ROOT, check=check, capture_output=True, text=True, timeout=600
-    )
-
-
 def _records(workdir: pathlib.Path) -> list[dict]:
     return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _finished_checkpoints(workdir: pathlib.Path) -> list[int]:
-    folders = (workdir / "checkpoints").iterdir() if (workdir / "checkpoints").is_dir() else ()
-    return sorted(
-        int(p.name) for p in folders if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
-    )
 
 
 def _wait_until(condition, process, what: str, timeout=300):
@@ -133,24 +111,24 @@ def _logged_loss_steps(workdir: pathlib.Path) -> list[int]:
 def test_exact_resume_after_sigkill_and_restore_on_fewer_devices(tmp_path):
     steps, every, warmup = 10, 4, 2  # saves at 4 and 8; tiny_tokenizer_config warms up 2
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _run_worker(whole, steps, 8, "--checkpoint_every", every, "--dump", tmp_path / "whole.npz")
+    run_worker(whole, steps, 8, "--checkpoint_every", every, "--dump", tmp_path / "whole.npz")
 
     # Kill between two saves, past warmup: once the save at 4 is finished and step 6's
     # loss is logged (steps 5 and 6 ran); the save at 8 is more than a slow batch away.
-    process = _run_worker(broken, steps, 8, "--delay", "0.03", "--checkpoint_every", every,
+    process = run_worker(broken, steps, 8, "--delay", "0.03", "--checkpoint_every", every,
                           background=True)  # fmt: skip
 
     def between_saves() -> bool:
-        return _finished_checkpoints(broken) == [4] and 6 in _logged_loss_steps(broken)
+        return finished_checkpoints(broken) == [4] and 6 in _logged_loss_steps(broken)
 
     _wait_until(between_saves, process, "save 4 finished and step 6 logged")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert _finished_checkpoints(broken) == [4], "the kill did not land between saves 4 and 8"
+    assert finished_checkpoints(broken) == [4], "the kill did not land between saves 4 and 8"
     lost = [s for s in _logged_loss_steps(broken) if s > 4]
     assert lost and min(lost) > warmup  # steps run past the last save, and lost with the kill
 
-    resumed = _run_worker(broken, steps, 8, "--checkpoint_every", every,
+    resumed = run_worker(broken, steps, 8, "--checkpoint_every", every,
                           "--dump", tmp_path / "broken.npz")  # fmt: skip
     assert "resumed from this workdir at step 4" in resumed.stdout, resumed.stdout
     starts = [r for r in _records(broken) if "start_step" in r]
@@ -177,7 +155,7 @@ def test_exact_resume_after_sigkill_and_restore_on_fewer_devices(tmp_path):
     # A checkpoint written on 8 devices restores onto 4 and onto 1.
     for devices in (4, 1):
         dump = tmp_path / f"restored{devices}.npz"
-        _run_worker(whole, steps, devices, "--restore_only", "--dump", dump)
+        run_worker(whole, steps, devices, "--restore_only", "--dump", dump)
         restored = np.load(dump)
         for name in whole_params:
             np.testing.assert_array_equal(whole_params[name], restored[name], err_msg=name)
@@ -185,7 +163,7 @@ def test_exact_resume_after_sigkill_and_restore_on_fewer_devices(tmp_path):
 
 def test_sigterm_writes_a_final_checkpoint_at_the_step_it_stopped(tmp_path):
     workdir = tmp_path / "run"
-    process = _run_worker(workdir, 1000, 8, "--delay", "0.05", "--checkpoint_every", 10_000,
+    process = run_worker(workdir, 1000, 8, "--delay", "0.05", "--checkpoint_every", 10_000,
                           background=True)  # fmt: skip
     metrics = workdir / "metrics.jsonl"
     deadline = time.monotonic() + 300

@@ -31,10 +31,9 @@ def train_tiny_run(run: pathlib.Path) -> pathlib.Path:
     """Train the three stages for one step each into RUN/{tokenizer,generator,rolling}."""
     from omni_img.config import load_config
     from omni_img.trainers import generator, rolling, tokenizer
-    from tests.trainers.test_generator_training import tiny_config as tiny_generator_config
-    from tests.trainers.tokenized_fixture import write_tokenized
-    from tests.training.synthetic import SyntheticSource
-    from tests.training.tiny_config import tiny_tokenizer_config
+    from tests.support.synthetic import SyntheticSource
+    from tests.support.tiny_configs import tiny_generator_config, tiny_tokenizer_config
+    from tests.support.tokenized import write_tokenized
 
     run.mkdir(parents=True, exist_ok=True)
     tokens = write_tokenized(run / "tokens", count=48, grid=(4, 4), num_codes=1000)
