@@ -108,7 +108,7 @@ def convert_rate(fmt: str, args: list[str], name: str, processes: int, data_dir,
 def feed_rate(name: str, data_dir, batches: int = 8, batch: int = 32) -> float:
     """Images/s of the tokenizer's input pipeline over a converted train split."""
     from omni_img.data import source
-    from omni_img.trainers.tokenizer import image_example
+    from omni_img.stages.tokenizer import image_example
     from omni_img.training.data import make_train_iterator
 
     iterator = make_train_iterator(source(name, "train", str(data_dir)), global_batch_size=batch,

@@ -53,7 +53,7 @@ def generator_feed_rate(count: int, workdir: str) -> float:
 
     from omni_img.config import load_config
     from omni_img.data.tokenized import TokenizedSource, write_split
-    from omni_img.trainers import generator
+    from omni_img.stages import generator
     from omni_img.training.data import make_train_iterator
 
     captions = {

@@ -36,10 +36,11 @@ def random_bundle(out: pathlib.Path) -> dict:
     from omni_img.export import bundle as bl
     from omni_img.sampling.ar import DEFAULT_SAMPLING
     from omni_img.sampling.session import edit_conditioning
+    from omni_img.stages import generator as generator_stage
+    from omni_img.stages import rolling as rolling_stage
+    from omni_img.stages import tokenizer as tokenizer_stage
+    from omni_img.stages.run import TrainedRun
     from omni_img.text.tokenizer import ByteTokenizer
-    from omni_img.trainers import generator as generator_stage
-    from omni_img.trainers import rolling as rolling_stage
-    from omni_img.trainers import tokenizer as tokenizer_stage
 
     experiment = lambda name: load_config(str(ROOT / "experiments" / name))  # noqa: E731
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -57,20 +58,21 @@ def random_bundle(out: pathlib.Path) -> dict:
     rolling_cfg = rolling_stage.decoder_config(
         rolling_config, metadata, generator.cfg.dim, base_tokenizer=tokenizer.spec
     )
-    stages = {
-        "tokenizer": tokenizer,
-        "tokenizer_params": tokenizer_params["params"],
-        "generator": generator,
-        "generator_params": generator.init(keys[1], batch)["params"],
-        "text_tokenizer": text,
-        "rolling_cfg": rolling_cfg,
-        "rolling_params": rolling_stage._init(
-            rolling_cfg, keys[2], base_params=nn.unbox(tokenizer_params["params"])
+    run = TrainedRun(
+        tokenizer=tokenizer,
+        tokenizer_params=nn.unbox(tokenizer_params["params"]),
+        generator=generator,
+        generator_params=nn.unbox(generator.init(keys[1], batch)["params"]),
+        text_tokenizer=text,
+        rolling_cfg=rolling_cfg,
+        rolling_params=nn.unbox(
+            rolling_stage.init_decoder(
+                rolling_cfg, keys[2], base_params=nn.unbox(tokenizer_params["params"])
+            )
         ),
-        "configs": {s: {"note": "random init (benchmark)"} for s in bl.STAGES},
-    }
-    stages = {k: nn.unbox(v) if k.endswith("_params") else v for k, v in stages.items()}
-    files, platforms = bl.bundle_files(stages, "float32", DEFAULT_SAMPLING)
+        configs={s: {"note": "random init (benchmark)"} for s in bl.STAGES},
+    )
+    files, platforms = bl.bundle_files(run, "float32", DEFAULT_SAMPLING)
     manifest = bl.make_manifest(files, "float32", DEFAULT_SAMPLING, platforms)
     bl.write_bundle(files, manifest, out)
     return manifest

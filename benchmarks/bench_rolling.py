@@ -41,7 +41,7 @@ def tiny_config(steps: int, sizes: dict) -> rd.RollingDecoderConfig:
     conv decoder, with the tiny generator's E width."""
     from omni_img.config import load_config
     from omni_img.models.tokenizer import tokenizer_spec_from_config
-    from omni_img.trainers.rolling import decoder_config
+    from omni_img.stages.rolling import decoder_config
 
     config = load_config(str(ROOT / "experiments/rolling_tiny.py"))
     base = tokenizer_spec_from_config(

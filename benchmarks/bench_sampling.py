@@ -33,7 +33,7 @@ def model_for(side: int, group: int, head: str = "independent"):
     import numpy as np
 
     from omni_img.config import load_config
-    from omni_img.trainers import generator
+    from omni_img.stages import generator
 
     config = load_config(str(ROOT / "experiments/generator_tiny.py"))
     config.model.group = group
@@ -50,7 +50,7 @@ def model_for(side: int, group: int, head: str = "independent"):
 def conditioning(transform, model, batch: int) -> dict:
     import numpy as np
 
-    from omni_img.trainers.generator import placeholder_record
+    from omni_img.stages.generator import placeholder_record
 
     record = dict(placeholder_record(model.cfg.grid), caption="a large red striped star at the top")
     one = transform(record)

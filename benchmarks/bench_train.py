@@ -107,7 +107,7 @@ def rolling_stage(config):
     without trained workdirs (speed does not depend on the weights)."""
     from omni_img.config import load_config
     from omni_img.models.tokenizer import tokenizer_spec_from_config
-    from omni_img.trainers import generator, rolling
+    from omni_img.stages import generator, rolling
 
     tokenizer_config = load_config(str(ROOT / "experiments/tokenizer_tiny.py"))
     generator_config = load_config(str(ROOT / "experiments/generator_tiny.py"))

@@ -181,10 +181,15 @@ def _export(rolling_dir: pathlib.Path, out: pathlib.Path, timings) -> str:
 
 def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
     from omni_img.data import reading
-    from omni_img.evals.samples import evaluate_episodes, evaluate_samples, load_stages
+    from omni_img.evals.samples import evaluate_episodes, evaluate_samples
     from omni_img.sampling.ar import SamplingConfig
+    from omni_img.stages.run import load_run
 
-    stages = load_stages(str(tok_dir), str(gen_dir), str(roll_dir))
+    trained = load_run(
+        tokenizer_workdir=str(tok_dir),
+        generator_workdir=str(gen_dir),
+        rolling_workdir=str(roll_dir),
+    )
     test = reading.source(config.dataset, "test", config.data_dir or None)
     sampling = SamplingConfig(
         temperature=config.report.temperature,
@@ -192,7 +197,7 @@ def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
         cfg_scale=config.report.cfg_scale,
     )
     samples = evaluate_samples(
-        stages,
+        trained,
         test,
         per_task=config.report.per_task,
         sampling=sampling,
@@ -203,7 +208,7 @@ def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
     )
     if config.report.get("episodes", 0):
         samples["episodes"] = evaluate_episodes(
-            stages, test, count=config.report.episodes, sampling=sampling, seed=config.report.seed
+            trained, test, count=config.report.episodes, sampling=sampling, seed=config.report.seed
         )
     return samples
 

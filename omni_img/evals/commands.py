@@ -160,7 +160,7 @@ def _prompt_use_main(args: argparse.Namespace) -> int:
         raise UserError(f"--records must be at least 1, got {args.records}")
     from omni_img.data.tokenized import TokenizedSource
     from omni_img.evals import prompt_use
-    from omni_img.trainers import generator
+    from omni_img.stages import generator
 
     config, model, params, text_tokenizer = generator.load_workdir(args.generator, args.step)
     source = TokenizedSource(config.data.tokenized_dir, args.split)

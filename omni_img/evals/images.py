@@ -1,4 +1,5 @@
-"""Image helpers shared by evaluators and trainers: value ranges, PSNR, grids."""
+"""Image helpers shared by evaluators and trainers: PSNR, grids (value ranges:
+``omni_img.models.tokenizer.to_uint8``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,6 @@ import pathlib
 
 import numpy as np
 from PIL import Image
-
-
-def to_uint8(images_float: np.ndarray) -> np.ndarray:
-    """Images in [-1, 1] -> uint8 [0, 255] (rounded, clipped)."""
-    return np.clip(np.round((np.asarray(images_float) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def psnr(reference_uint8: np.ndarray, test_uint8: np.ndarray) -> np.ndarray:

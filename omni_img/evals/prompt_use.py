@@ -71,7 +71,7 @@ def eligible_records(records: Sequence[dict], attributes: Sequence[str]) -> list
 
 def _batches(model, text_tokenizer, records: Sequence[dict], batch_size: int):
     """The generator's batch dicts for consecutive chunks of ``records``."""
-    from omni_img.trainers.generator import conditioning_example
+    from omni_img.stages.generator import conditioning_example
 
     for start in range(0, len(records), batch_size):
         examples = [

@@ -16,68 +16,39 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from omni_img.data import reading
 from omni_img.errors import UserError
 from omni_img.evals.generation import judge_records
-from omni_img.evals.images import save_grid, to_uint8
+from omni_img.evals.images import save_grid
+from omni_img.models import tokenizer as tokenizer_model
+from omni_img.models.tokenizer import to_uint8
 from omni_img.sampling import ar
 from omni_img.sampling import rolling as rolling_sampling
-
-
-@dataclasses.dataclass
-class Stages:
-    """The trained models and their (host) EMA params."""
-
-    tokenizer: Any
-    tokenizer_params: Any
-    generator: Any
-    generator_params: Any
-    text_tokenizer: Any
-    rolling_cfg: Any = None
-    rolling_params: Any = None
-
-
-def load_stages(tokenizer_workdir: str, generator_workdir: str, rolling_workdir: str = ""):
-    from omni_img.trainers import generator, rolling, tokenizer
-
-    _, tok_model, tok_params = tokenizer.load_workdir(tokenizer_workdir)
-    _, gen_model, gen_params, text_tokenizer = generator.load_workdir(generator_workdir)
-    stages = Stages(tok_model, tok_params, gen_model, gen_params, text_tokenizer)
-    if rolling_workdir:
-        _, stages.rolling_cfg, stages.rolling_params = rolling.load_workdir(rolling_workdir)
-    return stages
+from omni_img.stages.generator import conditioning_example
+from omni_img.stages.run import TrainedRun
 
 
 @functools.lru_cache(maxsize=8)
 def tokenizer_fns(model):
     """Jitted (encode(params, uint8 images) -> ids, decode(params, ids) -> [-1, 1] images)."""
-
-    def encode(params, images_uint8):
-        images = images_uint8.astype(jnp.float32) / 127.5 - 1.0
-        return model.apply({"params": params}, images, method="encode")
-
-    def decode(params, ids):
-        return model.apply({"params": params}, ids, method="decode")
-
+    encode = functools.partial(tokenizer_model.encode, model)
+    decode = functools.partial(tokenizer_model.decode, model)
     return jax.jit(encode), jax.jit(decode)
 
 
-def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+def conditioning(run: TrainedRun, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """The generator's conditioning batch for dataset records (edit sources tokenized)."""
-    from omni_img.trainers.generator import conditioning_example
-
-    encode, _ = tokenizer_fns(stages.tokenizer)
-    grid = stages.generator.cfg.grid
+    encode, _ = tokenizer_fns(run.tokenizer)
+    grid = run.generator.cfg.grid
     rows = []
     for record in records:
         task = reading.text(record["task"])
         source_tokens = np.zeros(grid, np.int32)
         if task == "edit":
             image = np.asarray(record["source_image"], np.uint8)[None]
-            source_tokens = np.asarray(encode(stages.tokenizer_params, image))[0]
+            source_tokens = np.asarray(encode(run.tokenizer_params, image))[0]
             if source_tokens.shape != tuple(grid):
                 raise UserError(
                     f"the tokenizer turns this dataset's {image.shape[1]}x{image.shape[2]} "
@@ -93,7 +64,7 @@ def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[s
         }
         rows.append(
             conditioning_example(
-                tokenized, tokenizer=stages.text_tokenizer, model_cfg=stages.generator.cfg
+                tokenized, tokenizer=run.text_tokenizer, model_cfg=run.generator.cfg
             )
         )
     batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
@@ -102,32 +73,32 @@ def conditioning(stages: Stages, records: Sequence[Mapping[str, Any]]) -> dict[s
 
 
 def generate_images(
-    stages: Stages,
+    run: TrainedRun,
     records: Sequence[Mapping[str, Any]],
     sampling: ar.SamplingConfig,
     seed: int,
     decoders: Sequence[str] = ("conv",),
 ) -> dict[str, np.ndarray]:
     """{decoder: uint8 (B, H, W, 3)} for the records' prompts; the same tokens for all."""
-    cond = conditioning(stages, records)
+    cond = conditioning(run, records)
     rng = jax.random.PRNGKey(seed)
-    tokens = ar.sample(stages.generator, stages.generator_params, cond, rng, sampling)
-    _, decode = tokenizer_fns(stages.tokenizer)
+    tokens = ar.sample(run.generator, run.generator_params, cond, rng, sampling)
+    _, decode = tokenizer_fns(run.tokenizer)
     images = {}
     for decoder in decoders:
         if decoder == "conv":
-            images[decoder] = to_uint8(np.asarray(decode(stages.tokenizer_params, tokens)))
+            images[decoder] = to_uint8(np.asarray(decode(run.tokenizer_params, tokens)))
             continue
-        e, mask = stages.generator.apply({"params": stages.generator_params}, cond, method="encode")
+        e, mask = run.generator.apply({"params": run.generator_params}, cond, method="encode")
         out, _ = rolling_sampling.sample(
-            stages.rolling_params, stages.rolling_cfg, tokens, e, mask, rng, mode=decoder
+            run.rolling_params, run.rolling_cfg, tokens, e, mask, rng, mode=decoder
         )
         images[decoder] = to_uint8(np.asarray(out))
     return images
 
 
 def evaluate_samples(
-    stages: Stages,
+    run: TrainedRun,
     source,
     *,
     per_task: int,
@@ -152,7 +123,7 @@ def evaluate_samples(
     for start in range(0, len(chosen), batch_size):
         records = chosen[start : start + batch_size]
         for decoder, images in generate_images(
-            stages, records, sampling, seed + start, decoders
+            run, records, sampling, seed + start, decoders
         ).items():
             made[decoder].append(images)
     for decoder in decoders:
@@ -165,12 +136,12 @@ def evaluate_samples(
                 path = pathlib.Path(grid_dir) / f"{grid_prefix}_{task}_{decoder}.png"
                 save_grid(images[tasks == task][:32], path, columns=8)
     if ceiling:
-        report["tokenizer_ceiling"] = reconstruction_ceiling(stages, chosen, batch_size)
+        report["tokenizer_ceiling"] = reconstruction_ceiling(run, chosen, batch_size)
     return report
 
 
 def reconstruction_ceiling(
-    stages: Stages, records: Sequence[Mapping[str, Any]], batch_size: int = 32
+    run: TrainedRun, records: Sequence[Mapping[str, Any]], batch_size: int = 32
 ) -> dict[str, Any]:
     """The judge's summary of the tokenizer's reconstructions (encode, then the conv
     decoder) of the records' own target images.
@@ -179,13 +150,13 @@ def reconstruction_ceiling(
     through the conv decoder, so it bounds the generator's figures on those records:
     what the tokenizer loses (a soft edge that comes back hard) no generator can restore.
     """
-    encode, decode = tokenizer_fns(stages.tokenizer)
+    encode, decode = tokenizer_fns(run.tokenizer)
     reconstructed = []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         images = np.stack([np.asarray(record["image"], np.uint8) for record in batch])
-        ids = encode(stages.tokenizer_params, images)
-        reconstructed.append(to_uint8(np.asarray(decode(stages.tokenizer_params, ids))))
+        ids = encode(run.tokenizer_params, images)
+        reconstructed.append(to_uint8(np.asarray(decode(run.tokenizer_params, ids))))
     summary, _ = judge_records(np.concatenate(reconstructed), records)
     return summary
 
@@ -204,10 +175,10 @@ def _first_per_task(source, per_task: int) -> list[dict]:
     return chosen
 
 
-def session_turns(stages: Stages, sampling: ar.SamplingConfig, seed: int, batch_size: int = 32):
+def session_turns(run: TrainedRun, sampling: ar.SamplingConfig, seed: int, batch_size: int = 32):
     """A `RunTurn` for `episodes.judge_chained`: samples every session's next turn with
     the generator (batches of `batch_size`), records it, decodes with the conv decoder."""
-    _, decode = tokenizer_fns(stages.tokenizer)
+    _, decode = tokenizer_fns(run.tokenizer)
     calls = iter(range(1 << 30))
 
     def run_turn(sessions, instructions) -> np.ndarray:
@@ -217,18 +188,18 @@ def session_turns(stages: Stages, sampling: ar.SamplingConfig, seed: int, batch_
             chunk = list(zip(sessions, instructions, strict=True))[start : start + batch_size]
             conds = [session.conditioning(text) for session, text in chunk]
             cond = {k: np.concatenate([c[k] for c in conds]) for k in conds[0]}
-            params = stages.generator_params
-            tokens = np.asarray(ar.sample(stages.generator, params, cond, rng, sampling))
+            params = run.generator_params
+            tokens = np.asarray(ar.sample(run.generator, params, cond, rng, sampling))
             for (session, text), grid in zip(chunk, tokens, strict=True):
                 session.add_turn(text, grid[None])
-            images.append(to_uint8(np.asarray(decode(stages.tokenizer_params, tokens))))
+            images.append(to_uint8(np.asarray(decode(run.tokenizer_params, tokens))))
         return np.concatenate(images)
 
     return run_turn
 
 
 def evaluate_episodes(
-    stages: Stages, source, *, count: int, sampling: ar.SamplingConfig, seed: int = 0, turns=3
+    run: TrainedRun, source, *, count: int, sampling: ar.SamplingConfig, seed: int = 0, turns=3
 ) -> dict[str, Any]:
     """The first `count` `turns`-turn edit episodes of `source`, chained through sessions
     (each turn edits the generator's own previous image) and judged turn by turn."""
@@ -236,14 +207,14 @@ def evaluate_episodes(
     from omni_img.sampling.session import Session
 
     chosen = chained_episodes(source, count, turns)
-    encode, _ = tokenizer_fns(stages.tokenizer)
+    encode, _ = tokenizer_fns(run.tokenizer)
     sessions = []
     for episode in chosen:
         start = np.asarray(episode[0]["source_image"], np.uint8)[None]
-        tokens = np.asarray(encode(stages.tokenizer_params, start))
-        cfg, text = stages.generator.cfg, stages.text_tokenizer
+        tokens = np.asarray(encode(run.tokenizer_params, start))
+        cfg, text = run.generator.cfg, run.text_tokenizer
         sessions.append(Session.for_model(cfg, text, tokens))
-    return judge_chained(chosen, sessions, session_turns(stages, sampling, seed))
+    return judge_chained(chosen, sessions, session_turns(run, sampling, seed))
 
 
 CURVE_GROUPS = ("single_object", "compose", "write", "edit")
@@ -266,7 +237,7 @@ def curve_records(source, per_group: int) -> dict[str, list[dict]]:
 
 
 def judge_curve_sample(
-    stages: Stages,
+    run: TrainedRun,
     groups: Mapping[str, Sequence[Mapping[str, Any]]],
     sampling: ar.SamplingConfig,
     seed: int = 0,
@@ -279,7 +250,7 @@ def judge_curve_sample(
         if not records:
             continue
         images = np.concatenate([
-            generate_images(stages, records[s : s + batch_size], sampling, seed + s)["conv"]
+            generate_images(run, records[s : s + batch_size], sampling, seed + s)["conv"]
             for s in range(0, len(records), batch_size)
         ])  # fmt: skip
         summary, _ = judge_records(images, records)

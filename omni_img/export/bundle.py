@@ -25,7 +25,6 @@ tampering.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 import pathlib
@@ -148,82 +147,30 @@ def resolve_run(run: str | pathlib.Path) -> tuple[str, str | None, str | None]:
     )
 
 
-def load_stages(
-    rolling_workdir: str, generator_workdir: str | None = None, tokenizer_workdir: str | None = None
-) -> dict[str, Any]:
-    """EMA params (host, unboxed) and modules of the three stages of a training run.
-
-    The generator and tokenizer workdirs default to those named in the rolling config.
-    Returns {tokenizer, generator, text_tokenizer, rolling_cfg, *_params, configs}.
-    """
-    import flax.linen as nn
-    import jax
-
-    from omni_img.config.defaults import rules_from_config
-    from omni_img.config.saved import load_saved_config
-    from omni_img.models.rolling_decoder import init_rolling_decoder
-    from omni_img.sharding import make_mesh
-    from omni_img.trainers import generator as generator_stage
-    from omni_img.trainers import rolling as rolling_stage
-    from omni_img.trainers import tokenizer as tokenizer_stage
-    from omni_img.training.fit import restore_latest
-
-    config = load_saved_config(rolling_workdir)
-    generator_workdir = generator_workdir or config.generator_workdir
-    tokenizer_workdir = tokenizer_workdir or config.tokenizer_workdir
-    tok_config, tok_model, tok_params = tokenizer_stage.load_workdir(tokenizer_workdir)
-    gen_config, gen_model, gen_params, text_tokenizer = generator_stage.load_workdir(
-        generator_workdir
-    )
-    # As rolling.load_workdir, but on the generator given here (loaded once), and with the
-    # token grid from the generator rather than from the tokenized data.
-    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-    metadata = {"grid": list(gen_model.cfg.grid), "num_codes": gen_model.cfg.image_vocab_size}
-    rolling_cfg = rolling_stage.decoder_config(config, metadata, gen_model.cfg.dim)
-    init = functools.partial(init_rolling_decoder, rolling_cfg, batch=1, text_len=8)
-    state = restore_latest(
-        config, rolling_workdir, init, make_mesh(config.mesh), rules_from_config(config)
-    )
-    host = lambda tree: jax.device_get(nn.unbox(tree))  # noqa: E731
-    return {
-        "tokenizer": tok_model,
-        "tokenizer_params": host(tok_params),
-        "generator": gen_model,
-        "generator_params": host(gen_params),
-        "text_tokenizer": text_tokenizer,
-        "rolling_cfg": rolling_cfg,
-        "rolling_params": host(state.ema_params),
-        "configs": {
-            "tokenizer": tok_config.to_dict(),
-            "generator": gen_config.to_dict(),
-            "rolling": config.to_dict(),
-        },
-    }
-
-
-def _pipeline(stages: Mapping[str, Any]):
-    from omni_img.sampling.pipeline import Pipeline
-
-    fields = {f.name for f in dataclasses.fields(Pipeline)}
-    return Pipeline(**{k: v for k, v in stages.items() if k in fields})
-
-
 def pipeline_from_workdirs(rolling_workdir: str, generator_workdir=None, tokenizer_workdir=None):
     """A Pipeline straight from training state (what a bundle must reproduce)."""
-    return _pipeline(load_stages(rolling_workdir, generator_workdir, tokenizer_workdir))
+    from omni_img.sampling.pipeline import Pipeline
+    from omni_img.stages.run import load_run
+
+    run = load_run(
+        rolling_workdir=rolling_workdir,
+        generator_workdir=generator_workdir,
+        tokenizer_workdir=tokenizer_workdir,
+    )
+    return Pipeline.from_run(run)
 
 
-def model_description(stages: Mapping[str, Any], dtype: str) -> dict[str, Any]:
-    """model.json: enough to rebuild the three Flax modules."""
-    tokenizer = stages["tokenizer"]
+def model_description(run, dtype: str) -> dict[str, Any]:
+    """model.json: enough to rebuild the three Flax modules of a TrainedRun."""
+    tokenizer = run.tokenizer
     return {
         "param_storage_dtype": dtype,
         "tokenizer": {
             "spec": dataclasses.asdict(tokenizer.spec),
             "dtype": np.dtype(tokenizer.dtype).name,
         },
-        "generator": dataclasses.asdict(stages["generator"].cfg),
-        "rolling": dataclasses.asdict(stages["rolling_cfg"]),
+        "generator": dataclasses.asdict(run.generator.cfg),
+        "rolling": dataclasses.asdict(run.rolling_cfg),
     }
 
 
@@ -252,7 +199,7 @@ def export_functions(pipeline, sampling) -> dict[str, tuple[bytes, list[str]]]:
 
     from omni_img.sampling import ar
     from omni_img.sampling import rolling as rolling_sampling
-    from omni_img.sampling.pipeline import _conv_decode, _embed, _tokenize
+    from omni_img.sampling.pipeline import conv_decode, text_embed, tokenize_images
     from omni_img.sampling.session import edit_conditioning
 
     spec = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)  # noqa: E731
@@ -263,7 +210,7 @@ def export_functions(pipeline, sampling) -> dict[str, tuple[bytes, list[str]]]:
     cond = spec(edit_conditioning(pipeline.text_tokenizer, "x", gen.cfg, source))
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     grid = jax.ShapeDtypeStruct((1, *gen.cfg.grid), jnp.int32)
-    e, mask = jax.eval_shape(lambda p, c: _embed(gen, p, c), gen_p, cond)
+    e, mask = jax.eval_shape(lambda p, c: text_embed(gen, p, c), gen_p, cond)
     image = jax.ShapeDtypeStruct((1, *pipeline.image_size, 3), jnp.uint8)
 
     def decoder(mode):
@@ -271,11 +218,11 @@ def export_functions(pipeline, sampling) -> dict[str, tuple[bytes, list[str]]]:
 
     functions = {
         "ar_sample_b1": (lambda p, c, k: ar.sample(gen, p, c, k, sampling), (gen_p, cond, key)),
-        "text_embed_b1": (lambda p, c: _embed(gen, p, c), (gen_p, cond)),
+        "text_embed_b1": (lambda p, c: text_embed(gen, p, c), (gen_p, cond)),
         "rolling_decode_b1": (decoder("rolling"), (roll_p, grid, e, mask, key)),
         "sequential_decode_b1": (decoder("sequential"), (roll_p, grid, e, mask, key)),
-        "conv_decode_b1": (lambda p, t: _conv_decode(tok, p, t), (tok_p, grid)),
-        "tokenize_b1": (lambda p, x: _tokenize(tok, p, x), (tok_p, image)),
+        "conv_decode_b1": (lambda p, t: conv_decode(tok, p, t), (tok_p, grid)),
+        "tokenize_b1": (lambda p, x: tokenize_images(tok, p, x), (tok_p, image)),
     }
     try:
         import flatbuffers  # noqa: F401  (jax.export's serialisation needs it)
@@ -300,17 +247,21 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=1, sort_keys=True, default=list) + "\n").encode()
 
 
-def bundle_files(stages: Mapping[str, Any], dtype: str, sampling):
-    """(every file but the manifest: relative path -> contents, exported name -> platforms)."""
+def bundle_files(run, dtype: str, sampling):
+    """(every file but the manifest: relative path -> contents, exported name -> platforms)
+    of a TrainedRun loaded from workdirs (its configs go in too)."""
+    from omni_img.sampling.pipeline import Pipeline
+
     files = {
-        "model.json": _json_bytes(model_description(stages, dtype)),
-        "text_tokenizer.json": _json_bytes(stages["text_tokenizer"].to_json()),
+        "model.json": _json_bytes(model_description(run, dtype)),
+        "text_tokenizer.json": _json_bytes(run.text_tokenizer.to_json()),
     }
     for stage in STAGES:
-        files[f"configs/{stage}.json"] = _json_bytes(stages["configs"][stage])
-        files[f"params/{stage}.npz"] = _npz_bytes(flatten_params(stages[f"{stage}_params"]), dtype)
+        files[f"configs/{stage}.json"] = _json_bytes(run.configs[stage])
+        params = getattr(run, f"{stage}_params")
+        files[f"params/{stage}.npz"] = _npz_bytes(flatten_params(params), dtype)
     platforms = {}
-    for name, (blob, names) in export_functions(_pipeline(stages), sampling).items():
+    for name, (blob, names) in export_functions(Pipeline.from_run(run), sampling).items():
         files[f"stablehlo/{name}.bin"] = blob
         platforms[name] = names
     return files, platforms
@@ -372,13 +323,18 @@ def export_bundle(
     non-empty directory and not ``force``.
     """
     from omni_img.sampling.ar import DEFAULT_SAMPLING
+    from omni_img.stages.run import load_run
 
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     _check_out_dir(pathlib.Path(out_dir).absolute(), force)  # before minutes of work
     sampling = sampling or DEFAULT_SAMPLING
-    stages = load_stages(rolling_workdir, generator_workdir, tokenizer_workdir)
-    files, platforms = bundle_files(stages, dtype, sampling)
+    run = load_run(
+        rolling_workdir=rolling_workdir,
+        generator_workdir=generator_workdir,
+        tokenizer_workdir=tokenizer_workdir,
+    )
+    files, platforms = bundle_files(run, dtype, sampling)
     manifest = make_manifest(files, dtype, sampling, platforms)
     write_bundle(files, manifest, out_dir, force)
     return manifest
@@ -418,6 +374,8 @@ def _read_json(root: pathlib.Path, rel: str) -> Any:
 
 def load_bundle(path: str | pathlib.Path) -> Bundle:
     """Verify a bundle (see ``verify_bundle``) and build its Pipeline; no workdir needed."""
+    from omni_img.sampling.pipeline import Pipeline
+    from omni_img.stages.run import TrainedRun
     from omni_img.text.tokenizer import from_json
 
     root = pathlib.Path(path)
@@ -432,13 +390,13 @@ def load_bundle(path: str | pathlib.Path) -> Bundle:
     tokenizer, generator, rolling_cfg = build_modules(model)
     dtype = model["param_storage_dtype"]
     params = {stage: _read_npz(root / f"params/{stage}.npz", dtype) for stage in STAGES}
-    stages = {
-        "tokenizer": tokenizer,
-        "tokenizer_params": params["tokenizer"],
-        "generator": generator,
-        "generator_params": params["generator"],
-        "text_tokenizer": text_tokenizer,
-        "rolling_cfg": rolling_cfg,
-        "rolling_params": params["rolling"],
-    }
-    return Bundle(path=root, manifest=manifest, pipeline=_pipeline(stages))
+    run = TrainedRun(
+        tokenizer=tokenizer,
+        tokenizer_params=params["tokenizer"],
+        generator=generator,
+        generator_params=params["generator"],
+        text_tokenizer=text_tokenizer,
+        rolling_cfg=rolling_cfg,
+        rolling_params=params["rolling"],
+    )
+    return Bundle(path=root, manifest=manifest, pipeline=Pipeline.from_run(run))

@@ -63,7 +63,7 @@ from omni_img.models.bands import (
     timestep_embedding,
     unpatchify,
 )
-from omni_img.models.tokenizer import Tokenizer
+from omni_img.models.tokenizer import Tokenizer, as_unit_range
 from omni_img.models.transformer import (
     ACT_BLD,
     ACT_BLHK,
@@ -405,13 +405,6 @@ def training_noise_levels(cfg: RollingDecoderConfig, rng: Array, batch: int) -> 
     return jnp.clip(1.0 + j[None] / w[:, None] - tau[:, None], 0.0, 1.0)
 
 
-def to_unit_range(image: Array) -> Array:
-    """uint8 [0, 255] → float32 [−1, 1]; a float image is taken to be in [−1, 1] already."""
-    if jnp.issubdtype(image.dtype, jnp.integer):
-        return image.astype(jnp.float32) / 127.5 - 1.0
-    return image.astype(jnp.float32)
-
-
 def rolling_loss(
     params: Any, batch: Mapping[str, Array], rng: Array, cfg: RollingDecoderConfig
 ) -> tuple[Array, dict[str, Array]]:
@@ -425,7 +418,7 @@ def rolling_loss(
     over each example's noisy bands, then over the batch.
     Returns (loss, metrics) with metrics {loss, noisy_bands, x0_mse}.
     """
-    x0_BxNxRxWx3 = image_to_bands(to_unit_range(batch["image"]), cfg.num_bands)
+    x0_BxNxRxWx3 = image_to_bands(as_unit_range(batch["image"]), cfg.num_bands)
     b = x0_BxNxRxWx3.shape[0]
     r_t, r_eps = jax.random.split(rng)
     t_BxN = training_noise_levels(cfg, r_t, b)

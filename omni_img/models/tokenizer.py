@@ -16,6 +16,7 @@ import math
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from omni_img.fields import as_mapping, check_known_keys
 from omni_img.models.quantizers import FiniteScalarQuantizer, VectorQuantizer
@@ -227,3 +228,42 @@ class PatchDiscriminator(nn.Module):
             )(x)
             x = nn.leaky_relu(nn.LayerNorm(dtype=self.dtype)(x), 0.2)
         return _conv(1, self.dtype, name="logits")(x).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- pixels, tokens
+# Images travel as uint8 [0, 255]; the tokenizer works on float32 [-1, 1]. Every caller
+# converts with these, so the two ranges meet in one formula (x / 127.5 - 1 one way,
+# round((x + 1) * 127.5) clipped to [0, 255] the other).
+
+
+def to_unit_range(images_uint8):
+    """uint8 [0, 255] -> float32 [-1, 1]; traceable (batches travel to the device as uint8)."""
+    return images_uint8.astype(jnp.float32) / 127.5 - 1.0
+
+
+def as_unit_range(images):
+    """``to_unit_range`` for integer images; a float image is taken to be in [-1, 1]
+    already and only cast to float32 (the rolling decoder's loss takes either)."""
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        return to_unit_range(images)
+    return images.astype(jnp.float32)
+
+
+def to_uint8(images) -> np.ndarray:
+    """Images in [-1, 1] -> uint8 [0, 255] on the host (rounded, clipped); same shape."""
+    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def to_uint8_traced(images):
+    """``to_uint8`` inside a jitted function: the same formula in jnp, on the device."""
+    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def encode(model: Tokenizer, params, images_uint8):
+    """uint8 images (B, H, W, 3) -> token ids (B, h, w): the VQ round trip's first half."""
+    return model.apply({"params": params}, to_unit_range(images_uint8), method="encode")
+
+
+def decode(model: Tokenizer, params, ids):
+    """Token ids (B, h, w) -> images in [-1, 1] (unclipped) with the conv decoder."""
+    return model.apply({"params": params}, ids, method="decode")

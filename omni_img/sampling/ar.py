@@ -159,7 +159,7 @@ def _encode(model: Generator, params, cond, scfg):
     return model.apply({"params": params}, cond, method=Generator.encode)
 
 
-def _start(params, cond, rng, *, model: Generator, scfg: SamplingConfig) -> DecodeState:
+def decode_start(params, cond, rng, *, model: Generator, scfg: SamplingConfig) -> DecodeState:
     cfg = model.cfg
     e_CxSxD, e_mask_CxS = _encode(model, params, cond, scfg)
     memory_kvs = model.apply({"params": params}, e_CxSxD, method=Generator.memory_kv)
@@ -180,11 +180,11 @@ def _start_groups(cfg, cond, scfg) -> jax.Array:
     return jnp.repeat(_first_inputs(cfg, cond, scfg)[:, None], cfg.group**2, axis=1)
 
 
-def _grid(cfg, groups_BxPxG) -> jax.Array:
+def groups_to_grid(cfg, groups_BxPxG) -> jax.Array:
     return from_groups(groups_BxPxG, cfg.grid_h, cfg.grid_w, cfg.group)
 
 
-def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> DecodeState:
+def decode_advance(params, state: DecodeState, start, *, model, scfg, count: int) -> DecodeState:
     """Write positions [start, start + count) with the KV cache."""
 
     def body(i, s: DecodeState) -> DecodeState:
@@ -205,15 +205,15 @@ def _advance(params, state: DecodeState, start, *, model, scfg, count: int) -> D
     return jax.lax.fori_loop(0, count, body, state)
 
 
-def _sample_cached_fn(params, cond, rng, *, model: Generator, scfg: SamplingConfig):
-    state = _start(params, cond, rng, model=model, scfg=scfg)
-    state = _advance(params, state, 0, model=model, scfg=scfg, count=model.cfg.num_positions)
-    return _grid(model.cfg, state.groups_BxPxG)
+def sample_cached_fn(params, cond, rng, *, model: Generator, scfg: SamplingConfig):
+    state = decode_start(params, cond, rng, model=model, scfg=scfg)
+    state = decode_advance(params, state, 0, model=model, scfg=scfg, count=model.cfg.num_positions)
+    return groups_to_grid(model.cfg, state.groups_BxPxG)
 
 
 # The serving path's entry point: its executable may persist across processes.
 _sample_cached = StoredJit(
-    jax.jit(_sample_cached_fn, static_argnames=("model", "scfg")), "ar_sample"
+    jax.jit(sample_cached_fn, static_argnames=("model", "scfg")), "ar_sample"
 )
 
 
@@ -235,7 +235,7 @@ def _sample_uncached(params, cond, rng, *, model: Generator, scfg: SamplingConfi
         return jax.lax.dynamic_update_slice_in_dim(groups_BxPxG, tok_BxG[:, None], t, 1)
 
     empty = jnp.zeros((b, cfg.num_positions, slots), jnp.int32)
-    return _grid(cfg, jax.lax.fori_loop(0, cfg.num_positions, body, empty))
+    return groups_to_grid(cfg, jax.lax.fori_loop(0, cfg.num_positions, body, empty))
 
 
 def sample(
@@ -255,8 +255,8 @@ def sample(
     return fn(params, dict(cond), rng, model=model, scfg=scfg)
 
 
-_start_jit = jax.jit(_start, static_argnames=("model", "scfg"))
-_advance_jit = jax.jit(_advance, static_argnames=("model", "scfg", "count"), donate_argnums=1)
+_start_jit = jax.jit(decode_start, static_argnames=("model", "scfg"))
+_advance_jit = jax.jit(decode_advance, static_argnames=("model", "scfg", "count"), donate_argnums=1)
 
 
 def stream_rows(
@@ -277,6 +277,6 @@ def stream_rows(
         start = jnp.asarray(position_row * cols, jnp.int32)
         state = _advance_jit(params, state, start, model=model, scfg=scfg, count=cols)
         # Positions not yet written are zeros; the g token rows just finished are exact.
-        grid_Bxhxw = np.asarray(_grid(cfg, state.groups_BxPxG))
+        grid_Bxhxw = np.asarray(groups_to_grid(cfg, state.groups_BxPxG))
         for row in range(position_row * cfg.group, (position_row + 1) * cfg.group):
             yield row, grid_Bxhxw[:, row]

@@ -57,7 +57,7 @@ def seed_keys(seeds: Sequence[int], pad_to: int = 0) -> tuple[jax.Array, jax.Arr
 
 @functools.partial(jax.jit, static_argnames=("model", "scfg"))
 def _ar_many(params, conds, keys, *, model: Generator, scfg: SamplingConfig):
-    one = lambda c, k: ar._sample_cached_fn(params, c, k, model=model, scfg=scfg)  # noqa: E731
+    one = lambda c, k: ar.sample_cached_fn(params, c, k, model=model, scfg=scfg)  # noqa: E731
     return jax.vmap(one)(conds, keys)  # (N, 1, h, w)
 
 
@@ -70,7 +70,7 @@ def _embed_many(params, conds, *, model: Generator):
 @functools.partial(jax.jit, static_argnames=("cfg", "mode"))
 def _rolling_many(params, tokens, e, mask, keys, *, cfg: RollingDecoderConfig, mode: str):
     def one(t, ee, m, k):
-        return rolling_sampling._sample(params, t, ee, m, k, cfg=cfg, mode=mode)[0]
+        return rolling_sampling.sample_fn(params, t, ee, m, k, cfg=cfg, mode=mode)[0]
 
     return jax.vmap(one)(tokens, e, mask, keys)
 
@@ -83,13 +83,13 @@ def _conv_many(params, tokens, *, model):
 
 @functools.partial(jax.jit, static_argnames=("model", "scfg"))
 def _ar_start_many(params, conds, keys, *, model, scfg):
-    return jax.vmap(lambda c, k: ar._start(params, c, k, model=model, scfg=scfg))(conds, keys)
+    return jax.vmap(lambda c, k: ar.decode_start(params, c, k, model=model, scfg=scfg))(conds, keys)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "scfg", "count"), donate_argnums=1)
 def _ar_advance_many(params, states, start, *, model, scfg, count: int):
     def one(s):
-        return ar._advance(params, s, start, model=model, scfg=scfg, count=count)
+        return ar.decode_advance(params, s, start, model=model, scfg=scfg, count=count)
 
     return jax.vmap(one)(states)
 
@@ -113,7 +113,7 @@ def _phase_many(params, memories, states, p, lo, *, cfg, size, steps, commit):
     model = RollingDecoder(cfg)
 
     def one(memory, state):
-        return rolling_sampling._phase(
+        return rolling_sampling.run_phase(
             model, params, cfg, memory, state, p, lo, size=size, steps=steps, commit=commit
         )
 
@@ -121,7 +121,7 @@ def _phase_many(params, memories, states, p, lo, *, cfg, size, steps, commit):
 
 
 def _to_uint8(images_Nx1xHxWx3) -> np.ndarray:
-    from omni_img.sampling.pipeline import to_uint8
+    from omni_img.models.tokenizer import to_uint8
 
     return to_uint8(images_Nx1xHxWx3)[:, 0]
 
@@ -200,12 +200,12 @@ def stream_many(pipeline, conds, seeds, sampling: SamplingConfig, decoder: str,
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _grid_many(groups_NxBxPxG, *, cfg):
-    return jax.vmap(functools.partial(ar._grid, cfg))(groups_NxBxPxG)
+    return jax.vmap(functools.partial(ar.groups_to_grid, cfg))(groups_NxBxPxG)
 
 
 def _band_images(cfg: RollingDecoderConfig, bands_Nx1xGxRxWx3, g: int) -> np.ndarray:
     """uint8 (N, H, W, 3): bands 0..g as decoded so far, the rest mid-grey (the 0 level)."""
-    from omni_img.sampling.pipeline import to_uint8
+    from omni_img.models.tokenizer import to_uint8
 
     bands = np.array(bands_Nx1xGxRxWx3[:, 0, : g + 1])
     n = bands.shape[0]

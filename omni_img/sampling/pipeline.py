@@ -1,8 +1,9 @@
 """The inference pipeline: prompt (+ source image, + session) -> visual tokens -> pixels.
 
 A ``Pipeline`` holds the three trained stages as (Flax module, host params) pairs and the
-text tokenizer; it never reads a training workdir (``omni_img.export.load_bundle`` builds
-one from a bundle, ``omni_img.export.pipeline_from_workdirs`` from training state).
+text tokenizer; it never reads a training workdir (``Pipeline.from_run`` builds one from
+an ``omni_img.stages.run.TrainedRun``: ``omni_img.export.load_bundle`` from a bundle,
+``omni_img.export.pipeline_from_workdirs`` from training state).
 
     prompt ──► conditioning ──► AR sampler ──► tokens (h, w) ──► decoder ──► uint8 image
                (text, source tokens,                            rolling | sequential | conv
@@ -38,9 +39,10 @@ import numpy as np
 
 from omni_img.compilation import StoredJit
 from omni_img.errors import UserError
+from omni_img.models import tokenizer as tokenizer_model
 from omni_img.models.bands import RollingDecoderConfig
 from omni_img.models.generator import Generator
-from omni_img.models.tokenizer import Tokenizer
+from omni_img.models.tokenizer import Tokenizer, to_uint8
 from omni_img.sampling import ar
 from omni_img.sampling import rolling as rolling_sampling
 from omni_img.sampling.ar import DEFAULT_SAMPLING, SamplingConfig
@@ -63,11 +65,6 @@ def check_decoder(decoder: str) -> str:
     if decoder not in DECODERS:
         raise UserError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     return decoder
-
-
-def to_uint8(images: Any) -> np.ndarray:
-    """Images in [-1, 1] -> uint8 [0, 255] (rounded, clipped); same shape."""
-    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def read_image(
@@ -120,15 +117,15 @@ def read_image(
 
 
 # The serving path's entry points: their executables may persist across processes.
+# Each is called f(module, params, *arrays); export lowers them for its bundles.
 
 
 def _tokenize_fn(params, images_BxHxWx3, *, model: Tokenizer):
-    images = images_BxHxWx3.astype(jnp.float32) / 127.5 - 1.0
-    return model.apply({"params": params}, images, method="encode")
+    return tokenizer_model.encode(model, params, images_BxHxWx3)
 
 
 def _conv_decode_fn(params, tokens_Bxhxw, *, model: Tokenizer):
-    return jnp.clip(model.apply({"params": params}, tokens_Bxhxw, method="decode"), -1.0, 1.0)
+    return jnp.clip(tokenizer_model.decode(model, params, tokens_Bxhxw), -1.0, 1.0)
 
 
 def _embed_fn(params, cond, *, model: Generator):
@@ -142,9 +139,9 @@ def _stored(fn: Callable, name: str) -> Callable:
     return lambda model, *arrays: stored(*arrays, model=model)
 
 
-_tokenize = _stored(_tokenize_fn, "tokenize")
-_conv_decode = _stored(_conv_decode_fn, "conv_decode")
-_embed = _stored(_embed_fn, "text_embed")
+tokenize_images = _stored(_tokenize_fn, "tokenize")  # uint8 images -> token ids
+conv_decode = _stored(_conv_decode_fn, "conv_decode")  # token ids -> images in [-1, 1]
+text_embed = _stored(_embed_fn, "text_embed")  # conditioning -> (E, its mask)
 
 
 def _split_seed_fn(seed_uint32):
@@ -179,6 +176,20 @@ class Pipeline:
     text_tokenizer: TextTokenizer
     rolling_cfg: RollingDecoderConfig
     rolling_params: Any
+
+    @classmethod
+    def from_run(cls, run) -> Pipeline:
+        """The pipeline of a ``omni_img.stages.run.TrainedRun`` (which needs its rolling
+        decoder); its configs stay behind."""
+        return cls(
+            tokenizer=run.tokenizer,
+            tokenizer_params=run.tokenizer_params,
+            generator=run.generator,
+            generator_params=run.generator_params,
+            text_tokenizer=run.text_tokenizer,
+            rolling_cfg=run.rolling_cfg,
+            rolling_params=run.rolling_params,
+        )
 
     def __post_init__(self):
         spec, gcfg, rcfg = self.tokenizer.spec, self.generator.cfg, self.rolling_cfg
@@ -226,15 +237,15 @@ class Pipeline:
         images = prepare_image(image, self.image_size, resize=True)
         if images.shape[0] != 1:
             raise UserError(f"one source image at a time, got {images.shape[0]}")
-        tokens = np.asarray(_tokenize(self.tokenizer, self.tokenizer_params, images))
+        tokens = np.asarray(tokenize_images(self.tokenizer, self.tokenizer_params, images))
         return check_token_grid(tokens, self.grid, self.generator.cfg.image_vocab_size)
 
     def reconstruct(self, images: Any) -> np.ndarray:
         """The tokenizer's round trip: images uint8 (B, H, W, 3) (or one (H, W, 3); resized to
         the bundle's size) -> encode -> conv decode -> uint8 (B, H, W, 3)."""
         images = prepare_image(images, self.image_size, resize=True)
-        tokens = _tokenize(self.tokenizer, self.tokenizer_params, images)
-        return to_uint8(_conv_decode(self.tokenizer, self.tokenizer_params, tokens))
+        tokens = tokenize_images(self.tokenizer, self.tokenizer_params, images)
+        return to_uint8(conv_decode(self.tokenizer, self.tokenizer_params, tokens))
 
     def new_session(self, source_image: Any = None) -> Session:
         """An empty multi-turn session for this model (optionally from a start image)."""
@@ -291,7 +302,7 @@ class Pipeline:
     def text_embeddings(self, cond: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
         """E (1, S, D) and its mask (1, S): what the rolling decoder cross-attends to."""
         # Host arrays go in as they are: jnp.asarray would compile a copy program per shape.
-        return _embed(self.generator, self.generator_params, dict(cond))
+        return text_embed(self.generator, self.generator_params, dict(cond))
 
     def decode(
         self, tokens: Any, cond: Mapping[str, Any], seed: int, decoder: str = "rolling"
@@ -300,7 +311,7 @@ class Pipeline:
         check_decoder(decoder)
         tokens = check_token_grid(tokens, self.grid)  # host int32: jnp.asarray would compile
         if decoder == "conv":
-            return to_uint8(_conv_decode(self.tokenizer, self.tokenizer_params, tokens))[0]
+            return to_uint8(conv_decode(self.tokenizer, self.tokenizer_params, tokens))[0]
         _, decoder_key = split_seed(seed)
         e, mask = self.text_embeddings(cond)
         image, _ = rolling_sampling.sample(

@@ -194,7 +194,7 @@ def _step(
     )
 
 
-def _phase(model, params, cfg, memory, state, p, lo, *, size: int, steps: int, commit: bool):
+def run_phase(model, params, cfg, memory, state, p, lo, *, size: int, steps: int, commit: bool):
     """All D steps of one phase: step 0 (with the commit, if any), then a scan."""
     step = functools.partial(_step, model, params, cfg, memory, size=size, steps=steps)
     first = 0
@@ -218,14 +218,21 @@ def _groups(plan: tuple[Phase, ...]) -> list[list[Phase]]:
     return groups
 
 
-def _sample(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, rng, *, cfg, mode):
+def sample_fn(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, rng, *, cfg, mode):
     model = RollingDecoder(cfg)
     memory = model.apply(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, method="encode_memory")
     state = initial_state(cfg, rng, tokens_Bxhxw.shape[0])
     for group in _groups(phase_plan(cfg, mode)):
         head = group[0]
         run = functools.partial(
-            _phase, model, params, cfg, memory, size=head.size, steps=head.steps, commit=head.commit
+            run_phase,
+            model,
+            params,
+            cfg,
+            memory,
+            size=head.size,
+            steps=head.steps,
+            commit=head.commit,
         )
         if len(group) == 1:
             state = run(state, jnp.int32(head.index), jnp.int32(head.lo))
@@ -241,7 +248,7 @@ def _sample(params, tokens_Bxhxw, text_BxSxE, text_mask_BxS, rng, *, cfg, mode):
 def make_sampler(cfg: RollingDecoderConfig, mode: str):
     """Jitted fn(params, tokens, text_emb, text_mask, rng) -> (image, stats) of one mode."""
     phase_plan(cfg, mode)  # validates the mode and window before anything compiles
-    jitted = jax.jit(functools.partial(_sample, cfg=cfg, mode=mode))
+    jitted = jax.jit(functools.partial(sample_fn, cfg=cfg, mode=mode))
     return StoredJit(jitted, f"rolling_{mode}", static_repr=repr((cfg, mode)))
 
 
@@ -291,7 +298,7 @@ def _jitted_phase(cfg: RollingDecoderConfig, size: int, steps: int, commit: bool
     model = RollingDecoder(cfg)
 
     def run(params, memory, state, p, lo):
-        return _phase(
+        return run_phase(
             model, params, cfg, memory, state, p, lo, size=size, steps=steps, commit=commit
         )
 

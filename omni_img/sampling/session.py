@@ -32,14 +32,8 @@ import numpy as np
 from omni_img.errors import UserError
 from omni_img.models.generator import Generator, GeneratorConfig
 from omni_img.sampling.ar import DEFAULT_SAMPLING, SamplingConfig, sample
-from omni_img.text.tokenizer import (
-    SEP_ID,
-    TextTokenizer,
-    as_text,
-    encode_prompt,
-    from_json,
-    pad_ids,
-)
+from omni_img.sampling.conditioning import conditioning, pack_history
+from omni_img.text.tokenizer import TextTokenizer, as_text, encode_prompt, from_json
 
 EncodeImage = Callable[[np.ndarray], Any]
 FORMAT_VERSION = 1
@@ -124,28 +118,6 @@ def tokenize_source(
 # --------------------------------------------------------------------------- conditioning
 
 
-def pack_history(
-    tok: TextTokenizer, instructions: Sequence[str], max_len: int
-) -> tuple[list[int], int]:
-    """Earlier instructions -> (ids oldest-first with SEP after each, number of turns kept).
-
-    Whole turns are taken newest first while they fit in ``max_len``; the oldest are
-    dropped (never cut in the middle: training sees whole turns only). Matches the
-    generator trainer's history encoding.
-    """
-    raw: list[int] = []
-    ids: list[int] = []
-    kept = 0
-    for text in reversed(instructions):
-        candidate = [*tok.encode(text), SEP_ID, *raw]
-        laid_out = tok.layout(candidate)
-        if len(laid_out) > max_len:
-            break
-        raw, ids = candidate, laid_out
-        kept += 1
-    return ids, kept
-
-
 def edit_conditioning(
     tok: TextTokenizer,
     instruction: str | bytes,
@@ -153,24 +125,22 @@ def edit_conditioning(
     source_tokens: Any = None,
     history: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
-    """A batch-of-one conditioning dict for the generator (see ``models.generator``)."""
-    text_ids, text_mask = pad_ids(
-        [encode_prompt(tok, instruction, cfg.max_text_len)], cfg.max_text_len
+    """A batch-of-one conditioning dict for the generator (see ``models.generator``): the
+    prompt must fit as written; a source image only for a model that reads one."""
+    prompt_ids = encode_prompt(tok, instruction, cfg.max_text_len)
+    if source_tokens is not None:
+        if not cfg.use_source:
+            raise UserError("this model is text-to-image only: it cannot take a source image")
+        source_tokens = check_token_grid(source_tokens, cfg.grid, cfg.image_vocab_size)
+    return conditioning(
+        tok,
+        prompt_ids,
+        cfg,
+        source_tokens=source_tokens,
+        has_source=source_tokens is not None,
+        history=history,
+        source_keys=cfg.use_source,
     )
-    cond = {"text_ids": text_ids, "text_mask": text_mask}
-    if cfg.use_source:
-        if source_tokens is None:
-            cond["source_tokens"] = np.zeros((1, *cfg.grid), np.int32)
-            cond["has_source"] = np.zeros((1,), bool)
-        else:
-            cond["source_tokens"] = check_token_grid(source_tokens, cfg.grid, cfg.image_vocab_size)
-            cond["has_source"] = np.ones((1,), bool)
-    elif source_tokens is not None:
-        raise UserError("this model is text-to-image only: it cannot take a source image")
-    if cfg.max_history_len > 0:
-        ids, _ = pack_history(tok, history, cfg.max_history_len)
-        cond["history_ids"], cond["history_mask"] = pad_ids([ids], cfg.max_history_len)
-    return cond
 
 
 def edit(

@@ -108,15 +108,15 @@ def stage_step(config):
     if stage not in TRAINERS:
         raise UserError(f"config.stage={stage!r} has no trainer; stages: {sorted(TRAINERS)}")
     if stage == "tokenizer":
-        from omni_img.trainers import tokenizer
+        from omni_img.stages import tokenizer
 
         return tokenizer.train_step_parts(config)
-    from omni_img.trainers import generator
+    from omni_img.stages import generator
 
     if stage == "generator":
         return generator.train_step_parts(config, _token_metadata(config))
     from omni_img.config.saved import load_saved_config
-    from omni_img.trainers import rolling
+    from omni_img.stages import rolling
 
     # The generator's config gives E's shape, the tokenizer's the conv base: their
     # workdirs need a saved config.json, not a trained checkpoint.

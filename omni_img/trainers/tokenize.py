@@ -54,7 +54,7 @@ def tokenize_split(
     from omni_img.data import reading
     from omni_img.data.tokenized import write_split
     from omni_img.errors import UserError
-    from omni_img.trainers.tokenizer import load_workdir
+    from omni_img.stages.tokenizer import load_workdir
     from omni_img.training.sources import open_split
 
     config, model, params = load_workdir(workdir)
@@ -128,14 +128,14 @@ def batched_encoder(model, params, batch_size: int):
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from omni_img.trainers.tokenizer import image_to_float
+    from omni_img.models import tokenizer as tokenizer_model
 
     devices = jax.local_devices()
     size = -(-batch_size // len(devices)) * len(devices)
     mesh = Mesh(np.asarray(devices), ("batch",))
     images_sharding = NamedSharding(mesh, PartitionSpec("batch"))
     replicated = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-    apply = jax.jit(lambda p, x: model.apply({"params": p}, image_to_float(x), method="encode"))
+    apply = jax.jit(lambda p, x: tokenizer_model.encode(model, p, x))
 
     def encode(images):
         padded = np.zeros((size, *images.shape[1:]), images.dtype)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from omni_img.errors import UserError
+from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.trainers import tokenizer
 from omni_img.training.data import make_train_iterator
 from tests.chaos.damage import flip_bytes
@@ -59,7 +60,8 @@ def nan_on_black_images(loss_fn):
 
 def _train_poisoned(workdir, monkeypatch, **overrides):
     config = tiny_tokenizer_config(num_steps=6, **overrides)
-    monkeypatch.setattr(tokenizer, "tokenizer_loss", nan_on_black_images(tokenizer.tokenizer_loss))
+    poisoned = nan_on_black_images(tokenizer_stage.tokenizer_loss)
+    monkeypatch.setattr(tokenizer_stage, "tokenizer_loss", poisoned)
     source = PoisonSource(indices_read_at(POISONED_STEP, config))
     return tokenizer.train(config, str(workdir), train_source=source,
                            eval_source=SyntheticSource(16))  # fmt: skip
@@ -73,7 +75,7 @@ def test_nan_stops_at_its_step_without_saving_it(tmp_path, monkeypatch):
     assert "\n" not in message and f"at step {POISONED_STEP}" in message, message
     assert "non-finite loss nan" in message and "the last checkpoint is 2" in message, message
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [2]
-    state = tokenizer.restore_state(tiny_tokenizer_config(num_steps=6), str(workdir))
+    state = tokenizer_stage.restore_state(tiny_tokenizer_config(num_steps=6), str(workdir))
     assert int(state.step) == 2
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
@@ -87,7 +89,7 @@ def test_nan_batch_is_skipped_and_counted_when_asked(tmp_path, monkeypatch):
     skipped = {r["step"]: r["nonfinite_skipped"] for r in records if "nonfinite_skipped" in r}
     assert skipped == {s: float(s == POISONED_STEP) for s in range(1, 7)}
     assert [r["nonfinite_skipped_total"] for r in records if "steps_run" in r] == [1]
-    state = tokenizer.restore_state(tiny_tokenizer_config(num_steps=6), str(workdir))
+    state = tokenizer_stage.restore_state(tiny_tokenizer_config(num_steps=6), str(workdir))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 

@@ -16,6 +16,7 @@ import pytest
 from omni_img.config.defaults import rules_from_config
 from omni_img.errors import UserError
 from omni_img.sharding import make_mesh
+from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.trainers import tokenizer
 from omni_img.training.checkpoint import Checkpointer, restore_initial_state
 from omni_img.training.data import make_train_iterator
@@ -46,11 +47,12 @@ def trained(tmp_path_factory):
 def _resume(workdir):
     """What a resuming run does first: (state, origin sentence, what it printed)."""
     config = tiny_tokenizer_config(num_steps=STEPS)
-    init = tokenizer._init_fn(tokenizer.build_model(config), config)
+    init = tokenizer_stage.init_fn(tokenizer_stage.build_model(config), config)
     abstract, *_ = abstract_train_state(config, init, make_mesh(config.mesh),
                                         rules_from_config(config))  # fmt: skip
     iterator = make_train_iterator(SyntheticSource(), global_batch_size=config.batch_size,
-                                   seed=config.seed, transform=tokenizer.image_example)  # fmt: skip
+                                   seed=config.seed,
+                                   transform=tokenizer_stage.image_example)  # fmt: skip
     printed = io.StringIO()
     checkpointer = Checkpointer(workdir, config.checkpoint, num_steps=STEPS)
     try:
@@ -117,7 +119,7 @@ def test_shape_mismatch_is_named(trained, tmp_path):
     config = tiny_tokenizer_config(num_steps=STEPS)
     config.model.widths = (8, 24)
     with pytest.raises(UserError) as error:
-        tokenizer.restore_state(config, str(tmp_path / "run"))
+        tokenizer_stage.restore_state(config, str(tmp_path / "run"))
     message = str(error.value)
     assert "\n" not in message and "step 4:" in message and "step 2:" in message
     assert "was saved as float32[" in message and "this run expects float32[" in message

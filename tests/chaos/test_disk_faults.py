@@ -4,6 +4,7 @@ and the last good step; the checkpoints saved before stay intact and restorable.
 import pytest
 
 from omni_img.errors import UserError
+from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.trainers import tokenizer
 from omni_img.training.checkpoint_digest import digest_problem
 from tests.chaos.filesystems import fill_when_present, read_only_view, small_tmpfs
@@ -46,6 +47,6 @@ def test_full_disk_then_read_only_workdir(tmp_path):
             assert "\n" not in message and str(view) in message and "not writable" in message
             assert "last checkpoint is step 2" in message, message
 
-        state = tokenizer.restore_state(tiny_tokenizer_config(num_steps=6), str(workdir))
+        state = tokenizer_stage.restore_state(tiny_tokenizer_config(num_steps=6), str(workdir))
         assert int(state.step) == 2  # the earlier checkpoint restores
         assert digest_problem(step_2) is None

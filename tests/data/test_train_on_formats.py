@@ -80,7 +80,7 @@ def train_killed_and_resumed(preset: str, workdir, monkeypatch, *overrides) -> N
 def expected_checksums(name: str, data_dir) -> list[float]:
     """The pixel sums of the first batches the tokenizer's pipeline gives, uninterrupted."""
     from omni_img.data import source
-    from omni_img.trainers.tokenizer import image_example
+    from omni_img.stages.tokenizer import image_example
     from omni_img.training.data import make_train_iterator
 
     iterator = make_train_iterator(source(name, "train", str(data_dir)), global_batch_size=16,
@@ -144,7 +144,7 @@ def test_coco_captions_train_the_text_to_image_decoder_with_a_caption_drawn_per_
     import grain
 
     from omni_img.data.tokenized import TokenizedSource
-    from omni_img.trainers.generator import with_drawn_caption
+    from omni_img.stages.generator import with_drawn_caption
 
     records = TokenizedSource(tokens, "train")
     assert json.loads(records[0]["captions"]) == [real_formats.caption(0), "photo 0"]

@@ -4,7 +4,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from omni_img.evals.samples import Stages, reconstruction_ceiling
+from omni_img.evals.samples import reconstruction_ceiling
+from omni_img.stages.run import TrainedRun
 from omni_img.world.examples import example
 
 
@@ -25,8 +26,8 @@ class _Flat(_Exact):
         return jnp.zeros_like(ids)
 
 
-def _stages(tokenizer) -> Stages:
-    return Stages(tokenizer, {}, generator=None, generator_params=None, text_tokenizer=None)
+def _stages(tokenizer) -> TrainedRun:
+    return TrainedRun(tokenizer, {}, generator=None, generator_params=None, text_tokenizer=None)
 
 
 def test_the_ceiling_judges_what_the_tokenizer_gives_back():

@@ -11,7 +11,7 @@ from omni_img.config import load_config, validate_config
 from omni_img.config.defaults import rules_from_config
 from omni_img.models.generator import count_params
 from omni_img.sharding import make_mesh
-from omni_img.trainers import generator, tokenizer
+from omni_img.stages import generator, tokenizer
 from omni_img.training.fit import abstract_train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def test_t2i_256_shapes_and_shardings_on_8_devices(preset):
         "text_mask": np.ones((1, 128), bool),
         "target_tokens": np.zeros((1, 16, 16), np.int32),
     }
-    init = generator._init_fn(model, batch)
+    init = generator.init_fn(model, batch)
     abstract, shardings, _, _ = abstract_train_state(config, init, mesh, rules)
     decoder = count_params(abstract.params["decoder"])
     assert 250e6 < decoder < 350e6, decoder

@@ -45,8 +45,9 @@ def test_tokens_are_the_tokenizers_own_encoding_edit_sources_only_for_edits(
     import jax
 
     from omni_img.data.tokenized import TokenizedSource
+    from omni_img.models import tokenizer as tokenizer_model
+    from omni_img.stages.tokenizer import load_workdir
     from omni_img.trainers.tokenize import tokenize_split
-    from omni_img.trainers.tokenizer import image_to_float, load_workdir
     from omni_img.training import sources
 
     rows = EditEveryThird()
@@ -55,7 +56,7 @@ def test_tokens_are_the_tokenizers_own_encoding_edit_sources_only_for_edits(
     tokenize_split(workdir, "validation", str(tmp_path), batch_size=8)
     _, model, params = load_workdir(workdir)
     written = TokenizedSource(tmp_path, "validation")
-    encode = jax.jit(lambda x: model.apply({"params": params}, image_to_float(x), method="encode"))
+    encode = jax.jit(lambda x: tokenizer_model.encode(model, params, x))
     assert len(written) == len(rows)
     for index in range(len(rows)):
         row, record = rows[index], written[index]

@@ -39,6 +39,7 @@ print(f"joined as process {jax.process_index()} of {jax.process_count()}, "
       f"{jax.local_device_count()} local devices", flush=True)  # fmt: skip
 
 if args.stage == "tokenizer":
+    from omni_img.stages import tokenizer as stage
     from omni_img.trainers import tokenizer as trainer
     from tests.support.tiny_configs import tiny_tokenizer_config
 
@@ -50,6 +51,7 @@ if args.stage == "tokenizer":
         eval_source=SyntheticSource(length=16),
     )
 else:
+    from omni_img.stages import generator as stage
     from omni_img.trainers import generator as trainer
     from tests.support.tiny_configs import tiny_generator_config
 
@@ -64,7 +66,7 @@ else:  # restore the latest checkpoint's EMA params in this (single) process
     checkpointer = Checkpointer(args.workdir, config.checkpoint)
     step = checkpointer.latest_step()
     checkpointer.close()
-    ema_params = trainer.load_workdir(args.workdir)[2]
+    ema_params = stage.load_workdir(args.workdir)[2]
     leaves = jax.tree_util.tree_flatten_with_path(ema_params)[0]
     flat = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
     np.savez(args.restore_to, step=step, **flat)

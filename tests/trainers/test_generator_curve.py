@@ -5,7 +5,6 @@ import json
 
 import ml_collections
 
-from omni_img.evals import samples as samples_lib
 from omni_img.trainers import generator
 
 
@@ -25,10 +24,10 @@ def _judge(workdir, monkeypatch, scores):
         }
     )
     monkeypatch.setattr(generator, "open_split", lambda data, split: [])
-    monkeypatch.setattr(samples_lib, "curve_records", lambda split, n: {"write": []})
-    monkeypatch.setattr(samples_lib, "judge_curve_sample", lambda *a, **k: dict(scores))
+    monkeypatch.setattr(generator, "curve_records", lambda split, n: {"write": []})
+    monkeypatch.setattr(generator, "judge_curve_sample", lambda *a, **k: dict(scores))
     judge = generator.SampleJudge(None, config, _Source(), None, workdir)
-    monkeypatch.setattr(judge, "_stages", lambda params: None)
+    monkeypatch.setattr(judge, "_run", lambda params: None)
     return judge
 
 

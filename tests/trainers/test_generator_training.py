@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from omni_img.errors import UserError
+from omni_img.stages import generator as generator_stage
 from omni_img.trainers import generator
 from omni_img.training import fit as fit_module
 from tests.support.tiny_configs import tiny_generator_config
@@ -80,15 +81,15 @@ def test_generator_meshes_agree_and_resume_is_exact(tmp_path, monkeypatch):
     # Going on to 6 steps would stretch the schedule the first 4 steps followed: refused.
     with pytest.raises(UserError, match="num_steps=4, but this run has num_steps=6"):
         generator.train(config(6, data=8, fsdp=1, tensor=1), str(split))
-    _, _, whole_params, _ = generator.load_workdir(str(whole))
-    _, _, split_params, text_tokenizer = generator.load_workdir(str(split))
+    _, _, whole_params, _ = generator_stage.load_workdir(str(whole))
+    _, _, split_params, text_tokenizer = generator_stage.load_workdir(str(split))
     for a, b in zip(jax.tree.leaves(whole_params), jax.tree.leaves(split_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert text_tokenizer.word_slots == 8  # the saved config's text_group
 
     # An earlier step by number; a step that was never saved names the saved ones.
-    _, _, step2_params, _ = generator.load_workdir(str(split), step=2)
+    _, _, step2_params, _ = generator_stage.load_workdir(str(split), step=2)
     pairs = zip(jax.tree.leaves(step2_params), jax.tree.leaves(split_params))
     assert any((np.asarray(a) != np.asarray(b)).any() for a, b in pairs)
     with pytest.raises(UserError, match=r"no checkpoint at step 3 \(saved steps: 2, 4\)"):
-        generator.load_workdir(str(split), step=3)
+        generator_stage.load_workdir(str(split), step=3)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from omni_img.config import load_config
+from omni_img.stages import rolling as rolling_stage
+from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.trainers import generator, rolling, tokenizer
 from tests.support.tiny_configs import tiny_generator_config
 
@@ -85,10 +87,10 @@ def test_rolling_trains_and_reports_psnr(tmp_path, monkeypatch, real_rfid):
             assert images.shape == (8, 16, 16, 3) and images.dtype == np.uint8
         assert not np.array_equal(decoded["rolling"], truth)  # decoded, not the truth copied
     assert pathlib.Path(report["grid"]).is_file()
-    _, cfg, params = rolling.load_workdir(str(tmp_path / "rolling"))
+    _, cfg, params = rolling_stage.load_workdir(str(tmp_path / "rolling"))
     assert cfg.token_rows == 4 and cfg.codebook_size == 1000
     # The conv base is the tokenizer's decoder, and training left it untouched.
-    _, _, tokenizer_params = tokenizer.load_workdir(str(tmp_path / "tok"))
+    _, _, tokenizer_params = tokenizer_stage.load_workdir(str(tmp_path / "tok"))
     base = params["params"]["base"]["decoder"]
     for got, want in zip(jax.tree.leaves(base), jax.tree.leaves(tokenizer_params["decoder"])):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)

@@ -41,7 +41,7 @@ def flat_params(params) -> dict[str, np.ndarray]:
 config = tiny_tokenizer_config(num_steps=args.num_steps)
 config.checkpoint.every_steps = args.checkpoint_every
 if args.restore_only:
-    from omni_img.trainers.tokenizer import restore_params
+    from omni_img.stages.tokenizer import restore_params
 
     params = restore_params(config, args.workdir)
 else:
@@ -57,7 +57,7 @@ else:
         train_source=SyntheticSource(delay=args.delay),
         eval_source=SyntheticSource(length=16),
     )
-    from omni_img.trainers.tokenizer import restore_params
+    from omni_img.stages.tokenizer import restore_params
 
     params = restore_params(config, args.workdir)
 if args.dump:

@@ -13,7 +13,8 @@ from omni_img.config.defaults import rules_from_config
 from omni_img.errors import UserError
 from omni_img.sharding import make_mesh
 from omni_img.sharding.mesh import MESH_AXES
-from omni_img.trainers import generator, tokenizer
+from omni_img.stages import generator
+from omni_img.trainers import tokenizer
 from omni_img.training.checkpoint import Checkpointer
 from omni_img.training.checkpoint_digest import write_digest
 from omni_img.training.data import make_train_iterator

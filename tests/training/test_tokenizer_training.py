@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.trainers import tokenizer
 from tests.support.synthetic import SyntheticSource
 from tests.support.tiny_configs import tiny_tokenizer_config
@@ -56,10 +57,10 @@ def test_fsdp_shards_parameters():
 
     config = tiny_tokenizer_config(**{"mesh.data": 2, "mesh.fsdp": 4})
     mesh = make_mesh(config.mesh)
-    model = tokenizer.build_model(config)
+    model = tokenizer_stage.build_model(config)
     tx = make_optimizer(config.optim, config.num_steps)
     state = create_sharded_state(
-        tokenizer._init_fn(model, config), tx, mesh, rules_from_config(config), seed=0
+        tokenizer_stage.init_fn(model, config), tx, mesh, rules_from_config(config), seed=0
     )
     sharded = 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
@@ -83,8 +84,8 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
     np.testing.assert_allclose(
         losses_of(tmp_path / "accum"), losses_of(tmp_path / "big"), rtol=1e-5
     )
-    big = tokenizer.restore_params(tiny_tokenizer_config(2), str(tmp_path / "big"))
-    accum = tokenizer.restore_params(tiny_tokenizer_config(2), str(tmp_path / "accum"))
+    big = tokenizer_stage.restore_params(tiny_tokenizer_config(2), str(tmp_path / "big"))
+    accum = tokenizer_stage.restore_params(tiny_tokenizer_config(2), str(tmp_path / "accum"))
     for a, b in zip(jax.tree.leaves(big), jax.tree.leaves(accum)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
 
@@ -240,9 +241,9 @@ def test_adversarial_option_trains_a_discriminator(tmp_path):
     records = [json.loads(x) for x in lines if '"adversarial_d"' in x]
     assert len(records) == 2 and all(np.isfinite(r["adversarial_d"]) for r in records)
     config = tiny_tokenizer_config(2, **{"loss.adversarial": 0.5})
-    params = tokenizer.restore_params(config, str(tmp_path / "gan"))
+    params = tokenizer_stage.restore_params(config, str(tmp_path / "gan"))
     assert set(params) == {"tokenizer", "discriminator"}
-    initial = tokenizer._init_fn(tokenizer.build_model(config), config)(
+    initial = tokenizer_stage.init_fn(tokenizer_stage.build_model(config), config)(
         jax.random.split(jax.random.PRNGKey(config.seed))[0]
     )
     moved = [
@@ -252,5 +253,5 @@ def test_adversarial_option_trains_a_discriminator(tmp_path):
         )
     ]
     assert any(moved)  # the discriminator's own loss updates it
-    _, _, tokenizer_only = tokenizer.load_workdir(str(tmp_path / "gan"))
+    _, _, tokenizer_only = tokenizer_stage.load_workdir(str(tmp_path / "gan"))
     assert "discriminator" not in tokenizer_only

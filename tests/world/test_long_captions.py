@@ -3,8 +3,8 @@
 import pytest
 
 from omni_img.errors import UserError
+from omni_img.stages.generator import training_prompt_ids
 from omni_img.text.tokenizer import BOS_ID, EOS_ID, encode_prompt, make_text_tokenizer
-from omni_img.trainers.generator import training_prompt_ids
 
 LONG = " ".join(f"word{i}" for i in range(60))  # 60 words, ~400 bytes
 
