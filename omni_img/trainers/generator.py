@@ -20,9 +20,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from omni_img.config import validate_config
-from omni_img.config.defaults import rules_from_config
-from omni_img.config.saved import save_config
 from omni_img.evals.images import save_grid
 from omni_img.evals.samples import (
     curve_records,
@@ -34,7 +31,6 @@ from omni_img.evals.samples import (
 from omni_img.models.generator import generator_loss
 from omni_img.models.tokenizer import to_uint8
 from omni_img.sampling import ar
-from omni_img.sharding import make_mesh
 from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.stages.generator import (
     mixed_source,
@@ -46,6 +42,7 @@ from omni_img.stages.run import TrainedRun
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import finish_report, fit, stopped_report
 from omni_img.training.metrics import MetricsWriter
+from omni_img.training.preamble import start_run
 from omni_img.training.sources import open_split, open_tokenized
 from omni_img.training.state import to_host
 
@@ -53,12 +50,7 @@ from omni_img.training.state import to_host
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train the generator; returns the final evaluation report."""
     # ---------------------------------------------------------------- Mesh
-    validate_config(config, jax.device_count(), jax.process_count(), workdir)
-    mesh = make_mesh(config.mesh)
-    rules = rules_from_config(config)
-    workdir_path = pathlib.Path(workdir)
-    workdir_path.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir_path)
+    mesh, rules, workdir_path = start_run(config, workdir)
 
     # ---------------------------------------------------------------- Data
     train_source = open_tokenized(config.data, config.data.train_split)

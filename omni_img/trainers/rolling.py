@@ -12,23 +12,19 @@ loading a workdir): omni_img.stages.rolling.
 from __future__ import annotations
 
 import functools
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from omni_img.config import validate_config
-from omni_img.config.defaults import rules_from_config
-from omni_img.config.saved import save_config
 from omni_img.data.tokenized import TokenizedSource
 from omni_img.errors import UserError
 from omni_img.evals.images import psnr, save_grid
 from omni_img.models import tokenizer as tokenizer_model
 from omni_img.models.tokenizer import to_uint8
 from omni_img.sampling import rolling as rolling_sampling
-from omni_img.sharding import make_mesh, mesh_context
+from omni_img.sharding import mesh_context
 from omni_img.stages import generator as generator_stage
 from omni_img.stages import tokenizer as tokenizer_stage
 from omni_img.stages.rolling import (
@@ -42,6 +38,7 @@ from omni_img.stages.rolling import (
 from omni_img.training.data import batch_shardings, make_train_iterator
 from omni_img.training.fit import finish_report, fit, stopped_report
 from omni_img.training.metrics import MetricsWriter
+from omni_img.training.preamble import start_run
 from omni_img.training.sources import open_split, open_tokenized
 from omni_img.training.state import to_host
 
@@ -49,12 +46,7 @@ from omni_img.training.state import to_host
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train the rolling decoder; returns the final evaluation report."""
     # ---------------------------------------------------------------- Mesh
-    validate_config(config, jax.device_count(), jax.process_count(), workdir)
-    mesh = make_mesh(config.mesh)
-    rules = rules_from_config(config)
-    workdir_path = pathlib.Path(workdir)
-    workdir_path.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir_path)
+    mesh, rules, workdir_path = start_run(config, workdir)
 
     # ---------------------------------------------------------------- Data
     _, generator_model, generator_params, text_tokenizer = generator_stage.load_workdir(

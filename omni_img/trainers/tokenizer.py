@@ -14,15 +14,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from omni_img.config import validate_config
-from omni_img.config.defaults import rules_from_config
-from omni_img.config.saved import save_config
 from omni_img.data import reading
 from omni_img.evals.generation import judge_records
 from omni_img.evals.images import psnr, save_grid
 from omni_img.models import tokenizer as tokenizer_model
 from omni_img.models.tokenizer import Tokenizer
-from omni_img.sharding import make_mesh
 from omni_img.stages.tokenizer import (
     build_model,
     image_example,
@@ -32,6 +28,7 @@ from omni_img.stages.tokenizer import (
 from omni_img.training.data import make_train_iterator
 from omni_img.training.fit import finish_report, fit, stopped_report
 from omni_img.training.metrics import MetricsWriter
+from omni_img.training.preamble import start_run
 from omni_img.training.sources import open_split
 from omni_img.training.state import to_host
 
@@ -45,12 +42,7 @@ def train(
 ) -> dict:
     """Train the tokenizer; returns the final evaluation report (also written to workdir)."""
     # ---------------------------------------------------------------- Mesh
-    validate_config(config, jax.device_count(), jax.process_count(), workdir)
-    mesh = make_mesh(config.mesh)
-    rules = rules_from_config(config)
-    workdir_path = pathlib.Path(workdir)
-    workdir_path.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir_path)
+    mesh, rules, workdir_path = start_run(config, workdir)
 
     # ---------------------------------------------------------------- Data
     if train_source is None:
