@@ -129,36 +129,6 @@ def start_tokens(cfg: GeneratorConfig, cond: Mapping[str, jax.Array]) -> jax.Arr
     return jnp.full((condition_batch_size(cond),), cfg.bos_id, jnp.int32)
 
 
-def tiny_config(**overrides) -> GeneratorConfig:
-    """CPU default: ~1.6M params, 8×8 tokens (the FACTS.md calibration size class)."""
-    return dataclasses.replace(GeneratorConfig(), **overrides)
-
-
-def t2i_256_config(**overrides) -> GeneratorConfig:
-    """~300M-param decoder over 16×16 tokens (LlamaGen-B/L class), text-to-image.
-
-    Decoder: 16 layers, width 1024, 16 heads, SwiGLU 2816 (self + cross-attention):
-    ~302M params with its 16384-entry embedding and head; encoder: 6 layers, ~78M.
-    bf16 compute, remat on. Never run on CPU; checked with ``jax.eval_shape`` in tests.
-    """
-    base = GeneratorConfig(
-        image_vocab_size=16384,
-        grid_h=16,
-        grid_w=16,
-        max_text_len=128,
-        max_history_len=0,
-        use_source=False,
-        dim=1024,
-        num_heads=16,
-        enc_layers=6,
-        dec_layers=16,
-        mlp_dim=2816,
-        dtype="bfloat16",
-        remat=True,
-    )
-    return dataclasses.replace(base, **overrides)
-
-
 def as_generator_config(model_cfg: Any) -> GeneratorConfig:
     """A validated GeneratorConfig from itself, a dict or an ``ml_collections.ConfigDict``
     (the ``config.model`` block); UserError naming the key otherwise."""

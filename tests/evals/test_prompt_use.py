@@ -8,6 +8,7 @@ from omni_img.evals import prompt_use
 from omni_img.models import generator as g
 from omni_img.text.tokenizer import ByteTokenizer
 from omni_img.world.spec import Scene, Shape, spec_to_json
+from tests.support.tiny_configs import small_generator
 
 
 def test_swapped_caption_keeps_plurals_and_articles():
@@ -54,7 +55,7 @@ def test_only_single_object_compose_records_with_plain_words_are_used():
 
 @pytest.fixture(scope="module")
 def tiny_generator():
-    cfg = g.tiny_config(
+    cfg = small_generator(
         image_vocab_size=64, grid_h=4, grid_w=4, max_text_len=32, max_history_len=8,
         dim=32, num_heads=2, enc_layers=1, dec_layers=2, mlp_dim=64,
     )  # fmt: skip

@@ -13,6 +13,7 @@ from omni_img.errors import UserError
 from omni_img.models import encoder as enc
 from omni_img.models import generator as g
 from omni_img.sharding.rules import DEFAULT_RULES
+from tests.support.tiny_configs import small_generator, t2i_256_generator
 
 # Small enough to compile in seconds; even sizes so every axis divides a 2-way mesh axis.
 SMALL = dict(
@@ -22,7 +23,7 @@ SMALL = dict(
 
 
 def small_cfg(**kw):
-    return g.tiny_config(**{**SMALL, **kw})
+    return small_generator(**{**SMALL, **kw})
 
 
 def make_batch(cfg, b=4, seed=0):
@@ -70,7 +71,7 @@ def optax_global_norm(tree):
 
 
 def test_tiny_default_size_and_forward():
-    cfg = g.tiny_config()
+    cfg = small_generator()
     model = g.make_generator(cfg)
     batch = make_batch(cfg, b=2)
     variables = jax.eval_shape(model.init, jax.random.key(0), batch)
@@ -256,7 +257,7 @@ def test_sharded_forward_matches_unsharded(small):
 
 
 def test_t2i_256_shapes_and_size():
-    cfg = g.t2i_256_config()
+    cfg = t2i_256_generator()
     model = g.make_generator(cfg)
     batch = {
         "text_ids": jax.ShapeDtypeStruct((2, 128), jnp.int32),

@@ -7,6 +7,7 @@ import pytest
 
 from omni_img.models import generator as g
 from omni_img.sampling import ar
+from tests.support.tiny_configs import small_generator
 
 B = 3
 GREEDY_CFG = ar.SamplingConfig(temperature=0.0, cfg_scale=3.0)
@@ -16,7 +17,7 @@ TOPP = ar.SamplingConfig(temperature=0.9, top_p=0.8)
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = g.tiny_config(
+    cfg = small_generator(
         image_vocab_size=64, grid_h=4, grid_w=4, max_text_len=16, max_history_len=8,
         dim=32, num_heads=2, enc_layers=1, dec_layers=2, mlp_dim=64,
     )  # fmt: skip
@@ -93,7 +94,7 @@ def test_top_k_and_top_p_filters():
 @pytest.fixture(scope="module", params=["independent", "sequential", "shared"])
 def grouped(request):
     """2x2 blocks of tokens a position: a 4x4 grid in 4 decoder steps, with either head."""
-    cfg = g.tiny_config(
+    cfg = small_generator(
         image_vocab_size=64, grid_h=4, grid_w=4, max_text_len=16, max_history_len=0,
         dim=32, num_heads=2, enc_layers=1, dec_layers=2, mlp_dim=64, group=2,
         block_head=request.param,
@@ -159,7 +160,7 @@ def test_grouped_training_logits_follow_the_token_grid(grouped):
 
 
 def test_class_conditional_model_samples_with_guidance():
-    cfg = g.tiny_config(
+    cfg = small_generator(
         image_vocab_size=64, grid_h=4, grid_w=4, dim=32, num_heads=2, dec_layers=2,
         mlp_dim=64, num_classes=10, use_source=False, max_history_len=0,
     )  # fmt: skip

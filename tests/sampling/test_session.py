@@ -10,9 +10,10 @@ from omni_img.models import generator as g
 from omni_img.sampling import session as ses
 from omni_img.sampling.ar import SamplingConfig
 from omni_img.text.tokenizer import SEP_ID, ByteTokenizer
+from tests.support.tiny_configs import small_generator
 
 TOK = ByteTokenizer()
-CFG = g.tiny_config(
+CFG = small_generator(
     image_vocab_size=64, grid_h=4, grid_w=4, max_text_len=24, max_history_len=48,
     dim=32, num_heads=2, enc_layers=1, dec_layers=2, mlp_dim=64,
 )  # fmt: skip
@@ -157,4 +158,4 @@ def test_bad_turn_inputs_are_user_errors():
     with pytest.raises(UserError, match="not valid UTF-8"):
         s.conditioning(b"\xff\xfe")
     with pytest.raises(UserError, match="text-to-image only"):
-        ses.edit_conditioning(TOK, "x", g.tiny_config(use_source=False), np.zeros((8, 8)))
+        ses.edit_conditioning(TOK, "x", small_generator(use_source=False), np.zeros((8, 8)))

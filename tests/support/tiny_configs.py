@@ -1,9 +1,11 @@
 """The tiny configs the trainer tests train: the tokenizer (16 px images, tiny widths)
 and the generator (on a tokenized split such as tests/support/tokenized.py writes)."""
 
+import dataclasses
 import pathlib
 
 from omni_img.config import load_config
+from omni_img.models import generator as g
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENT = "experiments/tokenizer_tiny.py"
@@ -61,3 +63,33 @@ def tiny_generator_config(tokens, num_steps, **mesh):
         *[f"--config.mesh.{axis}={size}" for axis, size in mesh.items()],
     ]
     return load_config(str(ROOT / "experiments/generator_tiny.py"), overrides)
+
+
+def small_generator(**overrides) -> g.GeneratorConfig:
+    """CPU default: ~1.6M params, 8×8 tokens (the FACTS.md calibration size class)."""
+    return dataclasses.replace(g.GeneratorConfig(), **overrides)
+
+
+def t2i_256_generator(**overrides) -> g.GeneratorConfig:
+    """~300M-param decoder over 16×16 tokens (LlamaGen-B/L class), text-to-image.
+
+    Decoder: 16 layers, width 1024, 16 heads, SwiGLU 2816 (self + cross-attention):
+    ~302M params with its 16384-entry embedding and head; encoder: 6 layers, ~78M.
+    bf16 compute, remat on. Never run on CPU; checked with ``jax.eval_shape`` in tests.
+    """
+    base = g.GeneratorConfig(
+        image_vocab_size=16384,
+        grid_h=16,
+        grid_w=16,
+        max_text_len=128,
+        max_history_len=0,
+        use_source=False,
+        dim=1024,
+        num_heads=16,
+        enc_layers=6,
+        dec_layers=16,
+        mlp_dim=2816,
+        dtype="bfloat16",
+        remat=True,
+    )
+    return dataclasses.replace(base, **overrides)
