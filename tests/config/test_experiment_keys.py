@@ -7,8 +7,7 @@ import pytest
 from omni_img import cli
 from omni_img.config import load_config, validate_config
 from omni_img.errors import UserError
-from omni_img.trainers import generator as generator_stage
-from omni_img.trainers import rolling, tokenizer
+from omni_img.training import preamble
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STAGE_EXPERIMENTS = [
@@ -54,13 +53,13 @@ def _experiment_with(tmp_path, base: str, line: str) -> pathlib.Path:
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Every trainer stops where its first step after validation (the mesh) begins."""
+    """Every trainer stops where its first step after validation (the mesh) begins:
+    all three start through omni_img.training.preamble.start_run."""
 
     def past_validation(*args, **kwargs):
         raise AssertionError("the trainer went past config validation")
 
-    for stage in (tokenizer, generator_stage, rolling):
-        monkeypatch.setattr(stage, "make_mesh", past_validation)
+    monkeypatch.setattr(preamble, "make_mesh", past_validation)
 
 
 MISSPELT = [
