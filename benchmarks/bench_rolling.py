@@ -40,11 +40,11 @@ def tiny_config(steps: int, sizes: dict) -> rd.RollingDecoderConfig:
     """experiments/rolling_tiny.py's decoder on tokenizer_tiny's tokens, refining its
     conv decoder, with the tiny generator's E width."""
     from omni_img.config import load_config
-    from omni_img.models.tokenizer import tokenizer_spec_from_config
+    from omni_img.models.tokenizer import tokenizer_config_from_mapping
     from omni_img.stages.rolling import decoder_config
 
     config = load_config(str(ROOT / "experiments/rolling_tiny.py"))
-    base = tokenizer_spec_from_config(
+    base = tokenizer_config_from_mapping(
         load_config(str(ROOT / "experiments/tokenizer_tiny.py")).model
     )
     metadata = {"grid": [base.grid_size, base.grid_size], "num_codes": base.num_codes}

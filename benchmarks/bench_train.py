@@ -106,12 +106,12 @@ def rolling_stage(config):
     """The rolling decoder's step with the tiny generator's E and tokenizer's conv base,
     without trained workdirs (speed does not depend on the weights)."""
     from omni_img.config import load_config
-    from omni_img.models.tokenizer import tokenizer_spec_from_config
+    from omni_img.models.tokenizer import tokenizer_config_from_mapping
     from omni_img.stages import generator, rolling
 
     tokenizer_config = load_config(str(ROOT / "experiments/tokenizer_tiny.py"))
     generator_config = load_config(str(ROOT / "experiments/generator_tiny.py"))
-    base = tokenizer_spec_from_config(tokenizer_config.model)
+    base = tokenizer_config_from_mapping(tokenizer_config.model)
     metadata = {"grid": [base.grid_size, base.grid_size], "num_codes": base.num_codes}
     model, _ = generator.model_and_transform(generator_config, metadata)
     return rolling.train_step_parts(config, metadata, model.cfg, base_tokenizer=base)

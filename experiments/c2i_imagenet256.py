@@ -17,7 +17,7 @@ trained shrunk on a mock imagenet2012 in tests/data/test_train_on_formats.py.
 
 import ml_collections
 
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import generator_defaults
 from omni_img.config.meshes import apply_mesh_preset
 
 PREPARE = (
@@ -36,8 +36,7 @@ SIZES = {
 def get_config(arg=None):
     parts = [p for p in (arg or "").split(",") if p]
     size = parts.pop(0) if parts and parts[0] in SIZES else "L"
-    config = training_defaults()
-    config.stage = "generator"
+    config = generator_defaults()
     apply_mesh_preset(config, ",".join(parts), default="gpu8,fsdp")
     config.batch_size = 256
     config.num_steps = 300_000
@@ -60,7 +59,7 @@ def get_config(arg=None):
     config.data.prepare = PREPARE
     config.data.tokenized_dir = ""
     config.data.task_weights = ml_collections.ConfigDict()  # ImageNet has no tasks
-    config.model = ml_collections.ConfigDict(
+    config.model.update(
         {
             "num_classes": 1000,
             "grid_h": 16,
@@ -75,8 +74,6 @@ def get_config(arg=None):
             "rope": True,
         }
     )
-    config.sampling = ml_collections.ConfigDict(
-        {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 2.0}
-    )
-    config.eval = ml_collections.ConfigDict({"num_examples": 1024, "batch_size": 64})
+    config.sampling.update({"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 2.0})
+    config.eval.update({"num_examples": 1024, "batch_size": 64})
     return config

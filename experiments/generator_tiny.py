@@ -18,12 +18,11 @@ grid_h / grid_w / image_vocab_size: 0 takes them from the tokenized data.
 
 import ml_collections
 
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import generator_defaults
 
 
 def get_config(arg=None):
-    config = training_defaults()
-    config.stage = "generator"
+    config = generator_defaults()
     config.batch_size = 32
     config.num_steps = 6000
     config.max_minutes = 60.0
@@ -52,7 +51,7 @@ def get_config(arg=None):
     config.data.task_weights = ml_collections.ConfigDict(
         {"compose": 0.75, "write": 0.125, "edit": 0.125}
     )
-    config.model = ml_collections.ConfigDict(
+    config.model.update(
         {
             "grid_h": 0,
             "grid_w": 0,
@@ -77,16 +76,14 @@ def get_config(arg=None):
     # Sampling for the evaluations: greedy with classifier-free guidance 1.5, the best of a
     # sweep on single-object *validation* scenes (docs/models.md, the guidance sweep), so
     # the test split never picked it.
-    config.sampling = ml_collections.ConfigDict(
-        {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.5}
-    )
+    config.sampling.update({"temperature": 0.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 1.5})
     # NLL and token accuracy on num_examples validation records and a grid of `samples`
     # samples at each eval; at the end, the judge on judge_per_task test records
     # of each task (held-out combinations and words), decoded with the conv decoder, and
     # `episodes` 3-turn edit episodes chained through sessions. Every curve_every_minutes
     # of training (and at the end) the judge on curve_per_task validation records each of
     # single objects, compose, write and edit: curve.jsonl, the learning curve.
-    config.eval = ml_collections.ConfigDict(
+    config.eval.update(
         {
             "num_examples": 256,
             "batch_size": 64,

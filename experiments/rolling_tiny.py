@@ -10,14 +10,11 @@ the tokenized data and the generator. `conv_base`: the model refines a frozen co
 the tokenizer's conv decoder (band-masked, see omni_img/models/rolling_decoder.py).
 """
 
-import ml_collections
-
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import rolling_defaults
 
 
 def get_config(arg=None):
-    config = training_defaults()
-    config.stage = "rolling"
+    config = rolling_defaults()
     config.batch_size = 32
     config.num_steps = 3000
     config.max_minutes = 10.0
@@ -33,7 +30,7 @@ def get_config(arg=None):
     )
     config.generator_workdir = "runs/generator_tiny"
     config.tokenizer_workdir = "runs/tokenizer_tiny"
-    config.model = ml_collections.ConfigDict(
+    config.model.update(
         {
             "image_height": 64,
             "image_width": 64,
@@ -52,7 +49,5 @@ def get_config(arg=None):
     )
     # PSNR of every decoder on num_examples validation images; the rFID of the conv and
     # rolling decoders on rfid_images (FID weights from `omni-img eval fetch-weights`).
-    config.eval = ml_collections.ConfigDict(
-        {"num_examples": 64, "batch_size": 32, "rfid_images": 1000}
-    )
+    config.eval.update({"num_examples": 64, "batch_size": 32, "rfid_images": 1000})
     return config

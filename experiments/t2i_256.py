@@ -16,7 +16,7 @@ make them. Trained shrunk on such data in tests/data/test_train_on_formats.py.
 
 import ml_collections
 
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import generator_defaults
 from omni_img.config.meshes import apply_mesh_preset
 
 PREPARE = (
@@ -30,8 +30,7 @@ PREPARE = (
 
 
 def get_config(arg=None):
-    config = training_defaults()
-    config.stage = "generator"
+    config = generator_defaults()
     apply_mesh_preset(config, arg, default="gpu8,fsdp")
     config.batch_size = 256
     config.num_steps = 300_000
@@ -56,7 +55,7 @@ def get_config(arg=None):
     # Captioned images (COCO, WebDataset, Parquet conversions); omni_shapes tokens at
     # 256 px: --config.data.task_weights='{"compose": 1.0}' or its three tasks.
     config.data.task_weights = ml_collections.ConfigDict({"caption": 1.0})
-    config.model = ml_collections.ConfigDict(
+    config.model.update(
         {
             "text_vocab_size": 264,
             "grid_h": 16,
@@ -74,8 +73,6 @@ def get_config(arg=None):
             "rope": True,
         }
     )
-    config.sampling = ml_collections.ConfigDict(
-        {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 4.0}
-    )
-    config.eval = ml_collections.ConfigDict({"num_examples": 1024, "batch_size": 64})
+    config.sampling.update({"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 4.0})
+    config.eval.update({"num_examples": 1024, "batch_size": 64})
     return config

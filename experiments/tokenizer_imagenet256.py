@@ -12,9 +12,7 @@ converted to 256 px (any other dataset of 256 px records: --config.data.name=NAM
 e.g. a COCO, WebDataset or Parquet conversion; docs/data.md).
 """
 
-import ml_collections
-
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import tokenizer_defaults
 
 CONVERT = (
     "omni-img data tfds --dataset imagenet2012 --split train --name imagenet2012_256 "
@@ -25,8 +23,7 @@ CONVERT = (
 
 
 def get_config(arg=None):
-    config = training_defaults()
-    config.stage = "tokenizer"
+    config = tokenizer_defaults()
     config.batch_size = 128
     config.num_steps = 200_000
     config.compute_dtype = "bfloat16"
@@ -39,7 +36,7 @@ def get_config(arg=None):
     config.checkpoint.every_minutes = 30.0
     config.data.name = "imagenet2012_256"
     config.data.prepare = CONVERT
-    config.model = ml_collections.ConfigDict(
+    config.model.update(
         {
             "image_size": 256,
             "patch_size": 16,
@@ -55,6 +52,6 @@ def get_config(arg=None):
             "entropy_temperature": 0.01,
         }
     )
-    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0, "adversarial": 0.1})
-    config.eval = ml_collections.ConfigDict({"num_examples": 1000, "batch_size": 64})
+    config.loss.update({"l1": 1.0, "l2": 1.0, "adversarial": 0.1})
+    config.eval.update({"num_examples": 1000, "batch_size": 64})
     return config

@@ -10,14 +10,11 @@ grid and a nonlinearity between the decoder's upsampling layers: see docs/models
 what each choice moved. `get_config("vq")` selects the l2-normalised VQ quantizer.
 """
 
-import ml_collections
-
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import tokenizer_defaults
 
 
 def get_config(arg=None):
-    config = training_defaults()
-    config.stage = "tokenizer"
+    config = tokenizer_defaults()
     config.batch_size = 32
     config.num_steps = 2000
     config.max_minutes = 9.0  # a safety cap on a loaded machine
@@ -29,7 +26,7 @@ def get_config(arg=None):
     config.optim.min_lr_ratio = 1.0  # no decay: every step still learns
     config.checkpoint.every_steps = 500
 
-    config.model = ml_collections.ConfigDict(
+    config.model.update(
         {
             "image_size": 64,
             "patch_size": 4,
@@ -47,9 +44,7 @@ def get_config(arg=None):
         }
     )
     # adversarial > 0 adds a PatchGAN discriminator (hinge loss) with that weight.
-    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0, "adversarial": 0.0})
+    config.loss.update({"l1": 1.0, "l2": 1.0, "adversarial": 0.0})
     # The judge and PSNR on num_examples; codebook usage on usage_examples (0: all).
-    config.eval = ml_collections.ConfigDict(
-        {"num_examples": 1000, "usage_examples": 0, "batch_size": 64}
-    )
+    config.eval.update({"num_examples": 1000, "usage_examples": 0, "batch_size": 64})
     return config

@@ -57,8 +57,8 @@ def main(args: argparse.Namespace) -> int:
 
     preflight.require(REQUIRED_TOOLS, "the main job")
     config = load_config(find_config(args.config), args.overrides)
-    split_cpu(config.get("cpu_devices", 0))  # before anything starts JAX
     check_job_config(config)  # every stage's keys, before the first stage trains
+    split_cpu(config.cpu_devices)  # before anything starts JAX
     try:
         report = run(config, pathlib.Path(args.workdir))
     except StageStopped as stopped:
@@ -71,17 +71,26 @@ def main(args: argparse.Namespace) -> int:
 REPORT_KEYS = ("per_task", "seed", "temperature", "top_k", "cfg_scale", "decoders", "episodes")
 
 
+JOB_KEYS = ("dataset", "cpu_devices", "data_dir")
+STAGES = ("tokenizer", "generator", "rolling")
+
+
 def check_job_config(config) -> None:
-    """UserError naming the first key of the job's config that nothing reads: its own
-    keys, `report.*`, and each stage's config against that stage's keys."""
+    """UserError naming the first key of the job's config that nothing reads or that
+    is missing: its own keys, `report.*`, and each stage's config (a stage's config
+    starts from its defaults, so only the keys nothing reads can be wrong there)."""
     from omni_img.config.schema import check_keys, leaves, stage_keys
 
-    stages = ("tokenizer", "generator", "rolling")
-    known = {**leaves("dataset", "cpu_devices", "data_dir"), "report": leaves(*REPORT_KEYS)}
-    check_keys(config, {**known, **{stage: stage_keys(stage) for stage in stages}})
-    for stage in stages:
-        if config.get(stage) is None or config[stage].get("stage") != stage:
-            found = config[stage].get("stage") if stage in config else None
+    known = {**leaves(*JOB_KEYS), "report": leaves(*REPORT_KEYS)}
+    check_keys(config, {**known, **{stage: stage_keys(stage) for stage in STAGES}})
+    required = [*JOB_KEYS, *STAGES, "report", *(f"report.{key}" for key in REPORT_KEYS)]
+    for dotted in required:
+        group, _, key = dotted.rpartition(".")
+        if key not in (config[group] if group else config):
+            raise UserError(f"the job's config has no config.{dotted}")
+    for stage in STAGES:
+        if config[stage].get("stage") != stage:  # a stage's config of no stage: None
+            found = config[stage].get("stage")
             raise UserError(f"config.{stage}.stage={found!r}: the job trains it as {stage!r}")
 
 
@@ -206,7 +215,7 @@ def _judge_samples(config, tok_dir, gen_dir, roll_dir, workdir) -> dict:
         grid_dir=workdir,
         ceiling=True,
     )
-    if config.report.get("episodes", 0):
+    if config.report.episodes:
         samples["episodes"] = evaluate_episodes(
             trained, test, count=config.report.episodes, sampling=sampling, seed=config.report.seed
         )

@@ -5,13 +5,13 @@ import pytest
 from omni_img.errors import UserError
 from omni_img.models.bands import rolling_decoder_config
 from omni_img.models.generator import as_generator_config
-from omni_img.models.tokenizer import tokenizer_spec_from_config
+from omni_img.models.tokenizer import tokenizer_config_from_mapping
 
 
 @pytest.mark.parametrize(
     "build, typo, meant",
     [
-        (tokenizer_spec_from_config, "patch_sise", "patch_size"),
+        (tokenizer_config_from_mapping, "patch_sise", "patch_size"),
         (as_generator_config, "dec_layer", "dec_layers"),
         (rolling_decoder_config, "num_bandz", "num_bands"),
     ],
@@ -27,4 +27,4 @@ def test_a_misspelt_key_names_itself_and_the_closest_field(build, typo, meant):
 
 def test_a_block_that_is_not_a_group_of_keys_is_refused():
     with pytest.raises(UserError, match="config.model must be a group of keys, got int"):
-        tokenizer_spec_from_config(3)
+        tokenizer_config_from_mapping(3)

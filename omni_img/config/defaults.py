@@ -1,10 +1,17 @@
-"""The keys every training config shares, with their defaults.
+"""Every key a training config may hold, with its default.
 
-Experiment files start from `training_defaults()` and set what differs; the command
-line can then override any key (`--config.optim.lr=1e-3`). Unknown keys are errors.
+`training_defaults()` holds the keys every stage shares; `tokenizer_defaults()`,
+`generator_defaults()` and `rolling_defaults()` add a stage's own, model blocks
+included (a model block's defaults are its dataclass's). Experiment files start from
+their stage's defaults and set what differs, so code reads every key as it is and
+never supplies a default of its own; the command line can then override any key
+(`--config.optim.lr=1e-3`). A key not in these trees is an error
+(omni_img/config/schema.py derives the trees from here).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import ml_collections
 
@@ -32,6 +39,9 @@ def training_defaults() -> ml_collections.ConfigDict:
     config.init_from = ""
 
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    # > 0: the mesh takes only the first this many devices (one process). A small model
+    # on a CPU host's fake devices steps faster on fewer of them: docs/performance.md.
+    config.mesh_devices = 0
     config.logical_axis_rules = [list(rule) for rule in DEFAULT_RULES]
 
     config.optim = ml_collections.ConfigDict(
@@ -76,6 +86,91 @@ def training_defaults() -> ml_collections.ConfigDict:
         }
     )
     return config
+
+
+def tokenizer_defaults() -> ml_collections.ConfigDict:
+    from omni_img.models.tokenizer import TokenizerConfig
+
+    config = training_defaults()
+    config.stage = "tokenizer"
+    config.model = dataclass_defaults(TokenizerConfig, without=("remat",))  # config.remat
+    # adversarial > 0 adds a PatchGAN discriminator (hinge loss) with that weight.
+    config.loss = ml_collections.ConfigDict({"l1": 1.0, "l2": 1.0, "adversarial": 0.0})
+    # The judge and PSNR on num_examples; codebook usage on usage_examples (0: all).
+    config.eval = ml_collections.ConfigDict(
+        {"num_examples": 1000, "usage_examples": 0, "batch_size": 64}
+    )
+    return config
+
+
+def generator_defaults() -> ml_collections.ConfigDict:
+    from omni_img.models.generator import GeneratorConfig
+    from omni_img.sampling.ar import SamplingConfig
+
+    config = training_defaults()
+    config.stage = "generator"
+    config.caption_dropout = 0.1  # share of prompts dropped (classifier-free guidance)
+    config.input_masking = 0.0  # up to this share of decoder inputs hidden in training
+    config.foreground_weight = 1.0  # loss weight of tokens off the image's background code
+    config.text_tokenizer = "bytes"
+    config.text_align_words = False  # True: every word starts an encoder position
+    config.data.tokenized_dir = ""
+    # task -> weight of its records in the mixture; empty: every record, shuffled
+    config.data.task_weights = ml_collections.ConfigDict()
+    # dtype and remat come from config.compute_dtype and config.remat; the token grid
+    # and codebook from the tokenized data where these are 0.
+    config.model = dataclass_defaults(GeneratorConfig, without=("dtype", "remat"))
+    config.model.update({"grid_h": 0, "grid_w": 0, "image_vocab_size": 0})
+    config.sampling = dataclass_defaults(SamplingConfig)
+    # samples: a grid of that many at each eval; judge_per_task and episodes: the judge
+    # on test records and chained edit episodes at the end; curve_*: the learning curve.
+    config.eval = ml_collections.ConfigDict(
+        {
+            "num_examples": 256,
+            "batch_size": 64,
+            "samples": 0,
+            "judge_per_task": 0,
+            "episodes": 0,
+            "curve_every_minutes": 0.0,
+            "curve_per_task": 0,
+        }
+    )
+    return config
+
+
+def rolling_defaults() -> ml_collections.ConfigDict:
+    from omni_img.models.bands import RollingDecoderConfig
+
+    config = training_defaults()
+    config.stage = "rolling"
+    config.generator_workdir = ""
+    config.tokenizer_workdir = ""
+    config.data.tokenized_dir = ""
+    # The token grid, codebook, E's width, the dtype and the base tokenizer come from the
+    # tokenized data, the generator, config.compute_dtype and the tokenizer workdir.
+    derived = ("token_rows", "token_cols", "codebook_size", "text_dim", "dtype", "base_tokenizer")
+    config.model = dataclass_defaults(RollingDecoderConfig, without=derived)
+    config.model.conv_base = False  # True: refine a frozen copy of the tokenizer's decoder
+    # PSNR of every decoder on num_examples; rFID of the conv and rolling decoders on
+    # rfid_images (0: none; FID weights from `omni-img eval fetch-weights`).
+    config.eval = ml_collections.ConfigDict(
+        {"num_examples": 64, "batch_size": 32, "rfid_images": 0}
+    )
+    return config
+
+
+STAGE_DEFAULTS = {
+    "tokenizer": tokenizer_defaults,
+    "generator": generator_defaults,
+    "rolling": rolling_defaults,
+}
+
+
+def dataclass_defaults(cls, *, without: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """A model block: the default of every field of dataclass `cls`, less those the
+    trainer sets itself from other keys (a value given there would be overwritten)."""
+    fields = [field for field in dataclasses.fields(cls) if field.name not in without]
+    return ml_collections.ConfigDict({field.name: field.default for field in fields})
 
 
 def rules_from_config(config: ml_collections.ConfigDict) -> tuple:

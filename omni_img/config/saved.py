@@ -7,6 +7,7 @@ import pathlib
 
 import ml_collections
 
+from omni_img.config.defaults import STAGE_DEFAULTS
 from omni_img.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -22,6 +23,17 @@ def load_saved_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise UserError(f"{workdir} holds no {CONFIG_FILE}: is it the workdir of a training run?")
     try:
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    return over_stage_defaults(saved)
+
+
+def over_stage_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A saved config laid over its stage's defaults: a run saved before a key existed
+    reads that key's default, which is what the code of its day did without the key."""
+    if not isinstance(saved, dict) or saved.get("stage") not in STAGE_DEFAULTS:
+        return ml_collections.ConfigDict(saved)
+    config = STAGE_DEFAULTS[saved["stage"]]()
+    config.update(saved)
+    return config

@@ -2,8 +2,8 @@
 
 An experiment file is Python: `config.model.num_res_block = 3` (one letter short) would
 add a key no code reads, and the run would train with the default. So before anything
-compiles, every key of a config is compared with its stage's key tree: the shared keys
-of `training_defaults()` plus what the stage's trainer and model read. One rule for
+compiles, every key of a config is compared with its stage's key tree: the keys of
+its stage's defaults (omni_img/config/defaults.py), model blocks included. One rule for
 every stage and every depth: a key not in the tree is a one-line UserError naming the
 dotted key and the closest known one.
 
@@ -12,12 +12,11 @@ A key tree maps each key to `None` (a value) or to the tree of a group of keys.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import ml_collections
 
-from omni_img.config.defaults import training_defaults
+from omni_img.config.defaults import STAGE_DEFAULTS
 from omni_img.errors import UserError
 from omni_img.fields import unknown_key_message
 
@@ -49,22 +48,20 @@ def check_keys(config: ml_collections.ConfigDict, known: KeyTree, prefix: str = 
 
 def check_stage_keys(config: ml_collections.ConfigDict, prefix: str = "") -> None:
     """Check a training config against the key tree of the stage it names."""
-    stage = config.get("stage")
-    if stage not in STAGE_KEYS:
+    stage = config.get("stage")  # a config of no stage at all is what this reports
+    if stage not in STAGE_DEFAULTS:
         where = f"config.{prefix}.stage" if prefix else "config.stage"
-        raise UserError(f"{where}={stage!r} has no trainer; stages: {sorted(STAGE_KEYS)}")
+        raise UserError(f"{where}={stage!r} has no trainer; stages: {sorted(STAGE_DEFAULTS)}")
     check_keys(config, stage_keys(stage), prefix)
 
 
 def stage_keys(stage: str) -> KeyTree:
-    """The key tree of a stage's training config (`stage` one of STAGE_KEYS)."""
-    tree = key_tree(training_defaults())
+    """The key tree of a stage's training config (`stage` one of STAGE_DEFAULTS): the
+    keys of its defaults, and the task names `data.task_weights` may weigh."""
+    tree = key_tree(STAGE_DEFAULTS[stage]())
     tree["mesh_preset"] = None  # recorded by omni_img.config.meshes.apply_mesh_preset
-    for key, extra in STAGE_KEYS[stage]().items():
-        if isinstance(extra, dict) and isinstance(tree.get(key), dict):
-            tree[key] = {**tree[key], **extra}
-        else:
-            tree[key] = extra
+    if "task_weights" in tree["data"]:
+        tree["data"]["task_weights"] = leaves(*TASK_NAMES)
     return tree
 
 
@@ -78,66 +75,3 @@ def key_tree(config: ml_collections.ConfigDict) -> KeyTree:
 
 def leaves(*names: str) -> KeyTree:
     return dict.fromkeys(names)
-
-
-def dataclass_keys(cls, *, without: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> KeyTree:
-    """A model block's keys: the fields of its dataclass, less those the trainer sets
-    itself from other keys (a value given there would be overwritten unseen)."""
-    names = [field.name for field in dataclasses.fields(cls) if field.name not in without]
-    return leaves(*names, *extra)
-
-
-def _tokenizer_keys() -> KeyTree:
-    from omni_img.models.tokenizer import TokenizerSpec
-
-    return {
-        "model": dataclass_keys(TokenizerSpec, without=("remat",)),  # remat: config.remat
-        "loss": leaves("l1", "l2", "adversarial"),
-        "eval": leaves("num_examples", "usage_examples", "batch_size"),
-    }
-
-
-def _generator_keys() -> KeyTree:
-    from omni_img.models.generator import GeneratorConfig
-    from omni_img.sampling.ar import SamplingConfig
-
-    return {
-        **leaves(
-            "caption_dropout",
-            "input_masking",
-            "foreground_weight",
-            "text_tokenizer",
-            "text_align_words",
-        ),
-        "data": {"tokenized_dir": None, "task_weights": leaves(*TASK_NAMES)},
-        # dtype and remat come from config.compute_dtype and config.remat
-        "model": dataclass_keys(GeneratorConfig, without=("dtype", "remat")),
-        "sampling": dataclass_keys(SamplingConfig),
-        "eval": leaves(
-            "num_examples",
-            "batch_size",
-            "samples",
-            "judge_per_task",
-            "episodes",
-            "curve_every_minutes",
-            "curve_per_task",
-        ),
-    }
-
-
-def _rolling_keys() -> KeyTree:
-    from omni_img.models.bands import RollingDecoderConfig
-
-    # The token grid, codebook, E's width, the dtype and the base tokenizer come from the
-    # tokenized data, the generator, config.compute_dtype and the tokenizer workdir.
-    derived = ("token_rows", "token_cols", "codebook_size", "text_dim", "dtype", "base_tokenizer")
-    return {
-        **leaves("generator_workdir", "tokenizer_workdir"),
-        "data": leaves("tokenized_dir"),
-        "model": dataclass_keys(RollingDecoderConfig, without=derived, extra=("conv_base",)),
-        "eval": leaves("num_examples", "batch_size", "rfid_images"),
-    }
-
-
-# stage -> the keys it adds to (or, for a group, merges into) the shared ones
-STAGE_KEYS = {"tokenizer": _tokenizer_keys, "generator": _generator_keys, "rolling": _rolling_keys}

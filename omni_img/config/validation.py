@@ -28,6 +28,7 @@ COMMON_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "resume_from": str,
     "init_from": str,
     "mesh.data": int,
+    "mesh_devices": int,
     "mesh.fsdp": int,
     "mesh.tensor": int,
     "optim.name": str,
@@ -88,10 +89,10 @@ def validate_config(
             raise UserError(f"config.{key}={config[key]} must be positive")
     if not 0.0 <= config.ema_decay < 1.0:
         raise UserError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
-    if config.get("nonfinite", "stop") not in NONFINITE_MODES:
+    if config.nonfinite not in NONFINITE_MODES:
         raise UserError(f"config.nonfinite={config.nonfinite!r}; choose one of {NONFINITE_MODES}")
 
-    mesh_shape = resolve_mesh_shape(dict(config.mesh), num_devices)
+    mesh_shape = resolve_mesh_shape(dict(config.mesh), mesh_device_count(config, num_devices))
     data_parallel = math.prod(mesh_shape[name] for name in BATCH_AXES)
     micro_batch, remainder = divmod(config.batch_size, config.grad_accum)
     if remainder:
@@ -105,6 +106,11 @@ def validate_config(
             f"by the data-parallel size {data_parallel} (mesh data×fsdp = "
             f"{mesh_shape['data']}×{mesh_shape['fsdp']})"
         )
+    if config.mesh_devices and num_processes > 1:
+        raise UserError(
+            f"config.mesh_devices={config.mesh_devices} takes the first devices of one "
+            f"process; with {num_processes} processes leave it 0"
+        )
     if micro_batch % num_processes:
         raise UserError(
             f"config.batch_size={config.batch_size} is not divisible by "
@@ -117,6 +123,18 @@ def validate_config(
             raise UserError(f"--workdir {workdir}: parent directory {parent} does not exist")
         require_writable(pathlib.Path(workdir).expanduser().absolute())
     return mesh_shape
+
+
+def mesh_device_count(config: ml_collections.ConfigDict, num_devices: int) -> int:
+    """How many of the `num_devices` the run's mesh takes (`config.mesh_devices`)."""
+    wanted = config.mesh_devices
+    if wanted == 0:
+        return num_devices
+    if not 0 < wanted <= num_devices:
+        raise UserError(
+            f"config.mesh_devices={wanted}: choose 0 (all) or 1..{num_devices}, the devices here"
+        )
+    return wanted
 
 
 def require_writable(workdir: pathlib.Path) -> None:

@@ -180,12 +180,12 @@ def build_modules(model: Mapping[str, Any]):
 
     from omni_img.models.bands import rolling_decoder_config
     from omni_img.models.generator import make_generator
-    from omni_img.models.tokenizer import Tokenizer, TokenizerSpec
+    from omni_img.models.tokenizer import Tokenizer, TokenizerConfig
 
     spec = dict(model["tokenizer"]["spec"])
     for key in ("widths", "fsq_levels"):
         spec[key] = tuple(spec[key])
-    tokenizer = Tokenizer(TokenizerSpec(**spec), dtype=jnp.dtype(model["tokenizer"]["dtype"]))
+    tokenizer = Tokenizer(TokenizerConfig(**spec), dtype=jnp.dtype(model["tokenizer"]["dtype"]))
     return tokenizer, make_generator(model["generator"]), rolling_decoder_config(model["rolling"])
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from omni_img.errors import UserError
 from omni_img.fields import as_mapping, check_known_keys
-from omni_img.models.tokenizer import TokenizerSpec, tokenizer_spec_from_config
+from omni_img.models.tokenizer import TokenizerConfig, tokenizer_config_from_mapping
 
 Array = jax.Array
 
@@ -52,7 +52,7 @@ class RollingDecoderConfig:
     lookahead_rows: int = 1  # token rows below a band's cover that it may attend to
     rolling_train_prob: float = 0.5  # share of training examples drawn as a rolling window
     # The tokenizer whose conv decoder is the base the model refines (None: no base).
-    base_tokenizer: TokenizerSpec | None = None
+    base_tokenizer: TokenizerConfig | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -130,8 +130,8 @@ def rolling_decoder_config(
     values.update(overrides)
     check_known_keys(RollingDecoderConfig, values, "model")
     base = values.get("base_tokenizer")
-    if base is not None and not isinstance(base, TokenizerSpec):  # a dict, e.g. from JSON
-        values["base_tokenizer"] = tokenizer_spec_from_config(base)
+    if base is not None and not isinstance(base, TokenizerConfig):  # a dict, e.g. from JSON
+        values["base_tokenizer"] = tokenizer_config_from_mapping(base)
     return RollingDecoderConfig(**values).validate()
 
 

@@ -77,7 +77,7 @@ def _res_block(spec):
 
 
 @dataclasses.dataclass(frozen=True)
-class TokenizerSpec:
+class TokenizerConfig:
     """Architecture of the tokenizer; `patch_size` = pixels per token side (a power of 2)."""
 
     image_size: int = 64
@@ -115,19 +115,19 @@ class TokenizerSpec:
         return self.num_res_blocks if stage == self.num_stages - 1 else self.high_res_blocks
 
 
-def tokenizer_spec_from_config(model) -> TokenizerSpec:
-    """A TokenizerSpec from a config's model block (a ConfigDict or a plain dict, e.g.
+def tokenizer_config_from_mapping(model) -> TokenizerConfig:
+    """A TokenizerConfig from a config's model block (a ConfigDict or a plain dict, e.g.
     read back from JSON); a key that is not a spec field is a UserError."""
     values = as_mapping(model, "model")
-    check_known_keys(TokenizerSpec, values, "model")
+    check_known_keys(TokenizerConfig, values, "model")
     for key in ("widths", "fsq_levels"):
         if key in values:
             values[key] = tuple(values[key])
-    return TokenizerSpec(**values)
+    return TokenizerConfig(**values)
 
 
 class Encoder(nn.Module):
-    spec: TokenizerSpec
+    spec: TokenizerConfig
     latent_dim: int
     dtype: jnp.dtype = jnp.float32
 
@@ -145,7 +145,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    spec: TokenizerSpec
+    spec: TokenizerConfig
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -169,7 +169,7 @@ class Decoder(nn.Module):
 class Tokenizer(nn.Module):
     """Images in [-1, 1] (B, H, W, 3) <-> token ids (B, h, w)."""
 
-    spec: TokenizerSpec
+    spec: TokenizerConfig
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):

@@ -119,7 +119,7 @@ def token_space(config: ml_collections.ConfigDict, metadata=None) -> tuple[tuple
     metadata, which must agree with `config.model` where the config names them (a
     value > 0); from `config.model` (grid_h, grid_w, image_vocab_size) alone when there
     is no data (ahead-of-time compilation of a preset)."""
-    named = {key: config.model.get(key) or 0 for key in ("grid_h", "grid_w", "image_vocab_size")}
+    named = {key: config.model[key] for key in ("grid_h", "grid_w", "image_vocab_size")}
     if metadata is not None:
         found = dict(zip(named, (*metadata["grid"], metadata["num_codes"]), strict=True))
         for key, value in named.items():
@@ -160,8 +160,8 @@ def init_fn(model: Generator, batch):
 
 def text_tokenizer_for(config: ml_collections.ConfigDict):
     """The config's text tokenizer; ``text_align_words`` lays words out on the encoder's
-    ``text_group``-byte positions (configs saved before the key existed: off)."""
-    word_slots = config.model.text_group if config.get("text_align_words", False) else 0
+    ``text_group``-byte positions."""
+    word_slots = config.model.text_group if config.text_align_words else 0
     return make_text_tokenizer(config.text_tokenizer, word_slots=word_slots)
 
 
@@ -185,9 +185,8 @@ def train_step_parts(config: ml_collections.ConfigDict, metadata=None) -> StageS
             generator_loss,
             model=model,
             caption_dropout=config.caption_dropout,
-            # Runs saved before input masking existed have no key: they trained without.
-            input_masking=config.get("input_masking", 0.0),
-            foreground_weight=config.get("foreground_weight", 1.0),
+            input_masking=config.input_masking,
+            foreground_weight=config.foreground_weight,
         ),
         example_batch=example_batch,
     )

@@ -23,7 +23,7 @@ from omni_img.errors import UserError
 from omni_img.models.bands import RollingDecoderConfig, rolling_decoder_config
 from omni_img.models.generator import CONDITION_KEYS
 from omni_img.models.rolling_decoder import init_rolling_decoder, rolling_loss
-from omni_img.models.tokenizer import tokenizer_spec_from_config
+from omni_img.models.tokenizer import tokenizer_config_from_mapping
 from omni_img.sharding import make_mesh, replicated
 from omni_img.stages import generator as generator_stage
 from omni_img.stages.generator import conditioning_example
@@ -72,7 +72,7 @@ def decoder_config(
 def base_tokenizer_spec(tokenizer_workdir: str):
     """The tokenizer spec (without remat: the base never runs backwards) of a workdir."""
     tokenizer_config = load_saved_config(tokenizer_workdir)
-    return dataclasses.replace(tokenizer_spec_from_config(tokenizer_config.model), remat=False)
+    return dataclasses.replace(tokenizer_config_from_mapping(tokenizer_config.model), remat=False)
 
 
 def text_embeddings(generator_model, generator_params, batch):

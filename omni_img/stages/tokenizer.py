@@ -21,7 +21,7 @@ from omni_img.models.tokenizer import (
     PatchDiscriminator,
     Tokenizer,
     to_unit_range,
-    tokenizer_spec_from_config,
+    tokenizer_config_from_mapping,
 )
 from omni_img.sharding import make_mesh
 from omni_img.training.fit import StageStep, restore_latest
@@ -37,7 +37,7 @@ def tokenizer_loss(params, batch, rng, *, model: Tokenizer, loss_weights):
     stop_gradient, so each network gets only its own objective's gradient.
     """
     del rng  # the tokenizer's loss is deterministic
-    adversarial = loss_weights.get("adversarial", 0.0)
+    adversarial = loss_weights.adversarial
     tokenizer_params = params["tokenizer"] if adversarial > 0 else params
     images = to_unit_range(batch["image"])
     reconstruction, ids, quantizer_loss = model.apply({"params": tokenizer_params}, images)
@@ -88,7 +88,7 @@ def image_example(record) -> dict[str, np.ndarray]:
 def build_model(config: ml_collections.ConfigDict) -> Tokenizer:
     """The tokenizer of a config, in its compute dtype and with its remat setting."""
     dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
-    spec = dataclasses.replace(tokenizer_spec_from_config(config.model), remat=config.remat)
+    spec = dataclasses.replace(tokenizer_config_from_mapping(config.model), remat=config.remat)
     return Tokenizer(spec, dtype=dtype)
 
 
@@ -97,7 +97,7 @@ def init_fn(model: Tokenizer, config):
     has an adversarial term (then {"tokenizer": ..., "discriminator": ...})."""
     size = config.model.image_size
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    if config.loss.get("adversarial", 0.0) <= 0:
+    if config.loss.adversarial <= 0:
         return lambda rng: model.init(rng, dummy)["params"]
 
     def init_both(rng):
@@ -123,7 +123,7 @@ def train_step_parts(config: ml_collections.ConfigDict) -> StageStep:
 
 def tokenizer_params_of(config, params):
     """The tokenizer's own params (without the discriminator's, if any)."""
-    return params["tokenizer"] if config.loss.get("adversarial", 0.0) > 0 else params
+    return params["tokenizer"] if config.loss.adversarial > 0 else params
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str):

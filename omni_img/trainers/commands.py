@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def tools_needed(config) -> tuple[preflight.Tool, ...]:
     """System tools the run's evaluations will call: the omni_shapes judge reads written
     words with OCR in the tokenizer's evaluation and in the generator's test-split judging."""
-    if config.data.get("name") != "omni_shapes":
+    if config.data.name != "omni_shapes":
         return ()
     judges = config.stage == "tokenizer" or (
-        config.stage == "generator" and int(config.eval.get("judge_per_task", 0)) > 0
+        config.stage == "generator" and int(config.eval.judge_per_task) > 0
     )
     return (preflight.TESSERACT,) if judges else ()
 

@@ -130,7 +130,7 @@ def stage_step(config):
 
 def _token_metadata(config) -> dict | None:
     """The tokenized train split's metadata, or None if there is none (a preset)."""
-    directory = config.data.get("tokenized_dir") or ""
+    directory = config.data.tokenized_dir
     path = pathlib.Path(directory) / f"{config.data.train_split}.json"
     return json.loads(path.read_text()) if directory and path.is_file() else None
 

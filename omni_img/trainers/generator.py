@@ -86,7 +86,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         data_iterator=data_iterator,
         writer=writer,
         hooks=[(config.eval_every, evaluate_now)],
-        minute_hooks=[(float(config.eval.get("curve_every_minutes", 0.0)), curve_point)],
+        minute_hooks=[(float(config.eval.curve_every_minutes), curve_point)],
         description="generator",
     )
 
@@ -94,7 +94,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if (stopped := stopped_report(result, writer)) is not None:
         return stopped
     report = evaluate_now(result.state, final=True)
-    if config.eval.get("curve_every_minutes", 0.0) > 0:  # the curve's last mark: the end
+    if config.eval.curve_every_minutes > 0:  # the curve's last mark: the end
         report.update(curve_point(result.state, train_minutes=result.train_minutes))
     return finish_report(report, result, writer, workdir_path / "generator_eval.json")
 
@@ -136,9 +136,9 @@ class SampleJudge:
         return TrainedRun(*self._tokenizer, self.model, params, text)
 
     def __call__(self, params, step: int, final: bool) -> dict:
-        count = min(int(self.config.eval.get("samples", 0)), len(self.eval_source))
-        per_task = int(self.config.eval.get("judge_per_task", 0)) if final else 0
-        episodes = int(self.config.eval.get("episodes", 0)) if final else 0
+        count = min(int(self.config.eval.samples), len(self.eval_source))
+        per_task = int(self.config.eval.judge_per_task) if final else 0
+        episodes = int(self.config.eval.episodes) if final else 0
         if not self.tokenizer_workdir or not (count or per_task or episodes):
             return {}
         run = self._run(params)
@@ -170,7 +170,7 @@ class SampleJudge:
     def curve_point(self, params, step: int, train_minutes: float) -> dict:
         """Judge the fixed validation sample; append {step, train_minutes, accuracy per
         group} to curve.jsonl; returns it as `curve_*` scalars for the metrics."""
-        per_group = int(self.config.eval.get("curve_per_task", 0))
+        per_group = int(self.config.eval.curve_per_task)
         if not self.tokenizer_workdir or per_group <= 0:
             return {}
         if self._curve_records is None:

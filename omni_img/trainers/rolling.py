@@ -140,7 +140,7 @@ def evaluate(cfg, params, source, transform, generator, config, workdir) -> dict
     if jax.process_index() == 0:
         save_grid(np.concatenate(rows), grid_path, columns=shown)
     report["grid"] = str(grid_path)
-    rfid_count = min(int(config.eval.get("rfid_images", 0)), len(source))
+    rfid_count = min(int(config.eval.rfid_images), len(source))
     if rfid_count > 0:
         report["rfid"] = decoder_rfid(*decode(rfid_count, ("conv", "rolling")))
     return report

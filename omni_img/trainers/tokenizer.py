@@ -122,7 +122,7 @@ def evaluate(model, params, source, config, workdir: pathlib.Path) -> dict:
     originals = np.concatenate(originals)
     reconstructions = np.concatenate(reconstructions)
     per_image = psnr(originals, reconstructions)
-    usage_count = int(config.eval.get("usage_examples", 0)) or len(source)
+    usage_count = int(config.eval.usage_examples) or len(source)
     encode = jax.jit(lambda p, x: tokenizer_model.encode(model, p, x))
     for start in range(count, min(usage_count, len(source)), batch_size):
         rows = range(start, min(start + batch_size, usage_count, len(source)))

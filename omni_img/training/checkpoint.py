@@ -76,7 +76,7 @@ class Checkpointer:
         self.every_steps = int(options.every_steps)
         self.every_seconds = float(options.every_minutes) * 60.0
         self._last_save_time = time.monotonic()
-        use_replica_parallel_saves(bool(options.get("replica_parallel", False)))
+        use_replica_parallel_saves(bool(options.replica_parallel))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(

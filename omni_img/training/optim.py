@@ -13,7 +13,7 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> 
     warmup = max(int(optim.warmup_steps), 0)
     decay_steps = max(num_steps - warmup, 1)
     cosine = optax.cosine_decay_schedule(
-        init_value=optim.lr, decay_steps=decay_steps, alpha=optim.get("min_lr_ratio", 0.1)
+        init_value=optim.lr, decay_steps=decay_steps, alpha=optim.min_lr_ratio
     )
     if warmup == 0:
         return cosine
@@ -38,7 +38,7 @@ def make_optimizer(
     tx = core
     if optim.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(optim.clip_norm), core)
-    frozen = tuple(optim.get("frozen", ()))
+    frozen = tuple(optim.frozen)
     if frozen:
         tx = optax.chain(tx, zero_frozen_updates(frozen))
     return tx

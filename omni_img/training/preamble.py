@@ -21,6 +21,11 @@ from omni_img.config.saved import save_config
 from omni_img.sharding import make_mesh
 
 
+def run_devices(config: ml_collections.ConfigDict) -> list:
+    """The devices a run's mesh spans: all, or the first `config.mesh_devices`."""
+    return jax.devices()[: config.mesh_devices or None]
+
+
 class RunStart(NamedTuple):
     mesh: Mesh
     rules: tuple
@@ -31,7 +36,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> RunStart:
     """Validate `config` for this host's devices and processes, make the workdir, save
     the config there (what `load_workdir` and a resume read back), return mesh and rules."""
     validate_config(config, jax.device_count(), jax.process_count(), workdir)
-    mesh = make_mesh(config.mesh)
+    mesh = make_mesh(config.mesh, run_devices(config))
     rules = rules_from_config(config)
     workdir_path = pathlib.Path(workdir)
     workdir_path.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ def dataset_name(data: ml_collections.ConfigDict) -> str:
 
 def with_prepare_hint(error: UserError, data: ml_collections.ConfigDict) -> UserError:
     """The error, on one line, followed by the command that prepares the data (if named)."""
-    prepare = data.get("prepare", "")
+    prepare = data.prepare
     first_line = (str(error).splitlines() or [""])[0]
     return UserError(f"{first_line}; prepare it with: {prepare}" if prepare else first_line)
 

@@ -124,8 +124,7 @@ def train_step(
 
 
 def skips_nonfinite(config) -> bool:
-    """config.nonfinite == "skip" (configs saved before the key existed stop)."""
-    return config.get("nonfinite", "stop") == "skip"
+    return config.nonfinite == "skip"
 
 
 def jit_train_step(

@@ -106,11 +106,13 @@ def test_a_failing_get_config_is_one_line(tmp_path, capsys, no_training):
     assert len(err.splitlines()) == 1 and "get_config failed: TypeError" in err, err
 
 
-def test_every_trainer_has_a_key_tree():
-    from omni_img.config.schema import STAGE_KEYS
+def test_every_trainer_has_stage_defaults():
+    from omni_img.config.defaults import STAGE_DEFAULTS
     from omni_img.trainers.commands import TRAINERS
 
-    assert set(STAGE_KEYS) == set(TRAINERS)
+    assert set(STAGE_DEFAULTS) == set(TRAINERS)
+    for stage, defaults in STAGE_DEFAULTS.items():
+        assert defaults().stage == stage
 
 
 def test_misspelt_key_in_a_stage_of_the_main_job_is_refused_before_any_stage(tmp_path):
@@ -165,3 +167,12 @@ def test_make_generator_refuses_unknown_keys_with_a_user_error():
 
     with pytest.raises(UserError, match=r"config\.model\.num_head .*config\.model\.num_heads\?"):
         make_generator({"num_head": 4})
+
+
+def test_a_key_missing_from_the_main_jobs_config_is_named():
+    from omni_img.demo import check_job_config
+
+    config = load_config(str(ROOT / "experiments/omni_tiny.py"))
+    del config.report["episodes"]
+    with pytest.raises(UserError, match=r"no config\.report\.episodes$"):
+        check_job_config(config)

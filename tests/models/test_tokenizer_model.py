@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omni_img.models.tokenizer import Tokenizer, TokenizerSpec
+from omni_img.models.tokenizer import Tokenizer, TokenizerConfig
 
 
 @pytest.mark.parametrize("quantizer", ["fsq", "vq"])
 def test_round_trip_shapes_and_ids_in_range(quantizer):
-    spec = TokenizerSpec(image_size=16, widths=(8, 16), quantizer=quantizer, codebook_size=64)
+    spec = TokenizerConfig(image_size=16, widths=(8, 16), quantizer=quantizer, codebook_size=64)
     model = Tokenizer(spec)
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
     params = model.init(jax.random.PRNGKey(1), images)
@@ -25,7 +25,7 @@ def test_remat_gives_the_same_gradients():
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
     grads = []
     for remat in (False, True):
-        model = Tokenizer(TokenizerSpec(image_size=16, widths=(8, 16), remat=remat))
+        model = Tokenizer(TokenizerConfig(image_size=16, widths=(8, 16), remat=remat))
         params = model.init(jax.random.PRNGKey(1), images)
 
         def loss(p, model=model):

@@ -207,9 +207,9 @@ def test_user_errors(tiny):
 @pytest.fixture(scope="module")
 def based():
     """The tiny decoder refining a (random) conv decoder: 32 px, 8x8 tokens of 1000 codes."""
-    from omni_img.models.tokenizer import TokenizerSpec
+    from omni_img.models.tokenizer import TokenizerConfig
 
-    spec = TokenizerSpec(image_size=32, patch_size=4, widths=(8, 16), num_res_blocks=1)
+    spec = TokenizerConfig(image_size=32, patch_size=4, widths=(8, 16), num_res_blocks=1)
     cfg = rd.rolling_decoder_config(TINY, base_tokenizer=spec, codebook_size=spec.num_codes)
     params = jax.jit(lambda r: nn.unbox(rd.init_rolling_decoder(cfg, r, batch=B)))(
         jax.random.key(0)

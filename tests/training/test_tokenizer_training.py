@@ -255,3 +255,24 @@ def test_adversarial_option_trains_a_discriminator(tmp_path):
     assert any(moved)  # the discriminator's own loss updates it
     _, _, tokenizer_only = tokenizer_stage.load_workdir(str(tmp_path / "gan"))
     assert "discriminator" not in tokenizer_only
+
+
+def test_a_run_with_mesh_devices_lays_its_mesh_over_the_first_devices(tmp_path):
+    from omni_img.training.preamble import start_run
+
+    mesh, _, _ = start_run(tiny_tokenizer_config(mesh_devices=2), str(tmp_path / "two"))
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 1, "tensor": 1}
+    assert list(mesh.devices.flat) == jax.devices()[:2]
+
+
+@pytest.mark.parametrize(
+    ("devices", "processes", "message"),
+    [(9, 1, r"mesh_devices=9: choose 0 \(all\) or 1\.\.8"), (2, 2, "with 2 processes")],
+)
+def test_a_mesh_over_devices_that_are_not_there_is_refused(devices, processes, message):
+    from omni_img.config import validate_config
+    from omni_img.errors import UserError
+
+    config = tiny_tokenizer_config(mesh_devices=devices)
+    with pytest.raises(UserError, match=message):
+        validate_config(config, num_devices=8, num_processes=processes)
