@@ -18,8 +18,10 @@ FLOPs per step are XLA's cost analysis of the compiled step (the per-device prog
 times the device count); the MFU denominator is a 2048^2 fp32 matmul measured in the same
 process. Step time is the median of timed steps after two warm-up steps; compile time is
 reported apart. Memory is XLA's per-device estimate (arguments + outputs not aliased to
-donated inputs + temporaries). The checkpoint rows time, on the case's own state, the
-part of an async save that blocks the loop, the whole save, a restore, and the bytes.
+donated inputs + temporaries). The checkpoint rows time, on the case's own state, with
+the device snapshot (`checkpoint.device_snapshot`, the default) and without, back to
+back: the part of an async save that blocks the loop, the step run while the save is
+written, the whole save, a restore, and the bytes.
 """
 
 from __future__ import annotations
@@ -117,44 +119,64 @@ def rolling_stage(config):
     return rolling.train_step_parts(config, metadata, model.cfg, base_tokenizer=base)
 
 
+class CompiledCase:
+    """A case's train step compiled on this process's devices, with a state and a
+    random batch laid out for it; `step()` runs one step and waits for it."""
+
+    def __init__(self, case: str, mesh_kind: str):
+        import jax
+        import numpy as np
+
+        from omni_img.config.defaults import rules_from_config
+        from omni_img.sharding import make_mesh
+        from omni_img.training.data import batch_shardings, to_global_batch
+        from omni_img.training.fit import abstract_train_state
+        from omni_img.training.state import create_sharded_state
+        from omni_img.training.step import jit_train_step
+
+        experiment, overrides = CASES[case]
+        config, stage, self.tokens = build(experiment, overrides, mesh_kind)
+        mesh, rules = make_mesh(config.mesh), rules_from_config(config)
+        _, shardings, tx, schedule = abstract_train_state(config, stage.init_params, mesh, rules)
+        step = jit_train_step(stage.loss_fn, tx, schedule, config, mesh, shardings,
+                              batch_shardings(stage.example_batch, mesh))  # fmt: skip
+        self.config = config
+        rng = np.random.default_rng(0)
+        host = {k: _random_like(v, rng) for k, v in stage.example_batch.items()}
+        if jax.process_count() > 1:  # each process feeds its own rows of the global batch
+            share = self.config.batch_size // jax.process_count()
+            rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+            host = {k: v[rows] for k, v in host.items()}
+        self.state = create_sharded_state(stage.init_params, tx, mesh, rules, 0)
+        self.mesh, self.rules = mesh, rules
+        with self.mesh_context():
+            self.batch = to_global_batch(host, mesh)
+            t0 = time.perf_counter()
+            self.compiled = step.lower(self.state, self.batch).compile()
+            self.compile_s = time.perf_counter() - t0
+
+    def mesh_context(self):
+        from omni_img.sharding import mesh_context
+
+        return mesh_context(self.mesh, self.rules)
+
+    def step(self) -> None:
+        import jax
+
+        self.state, metrics = self.compiled(self.state, self.batch)
+        jax.block_until_ready(metrics["loss"])
+
+
 def measure(case: str, devices: int, mesh_kind: str, steps: int) -> dict:
     import jax
-    import numpy as np
 
     from benchmarks.common import machine, matmul_peak_flops, median_seconds
-    from omni_img.config.defaults import rules_from_config
-    from omni_img.sharding import make_mesh, mesh_context
     from omni_img.trainers.compile import collective_summary
-    from omni_img.training.data import batch_shardings, to_global_batch
-    from omni_img.training.fit import abstract_train_state
-    from omni_img.training.state import create_sharded_state
-    from omni_img.training.step import jit_train_step
 
-    experiment, overrides = CASES[case]
-    config, stage, tokens = build(experiment, overrides, mesh_kind)
-    mesh, rules = make_mesh(config.mesh), rules_from_config(config)
-    _, shardings, tx, schedule = abstract_train_state(config, stage.init_params, mesh, rules)
-    step = jit_train_step(stage.loss_fn, tx, schedule, config, mesh, shardings,
-                          batch_shardings(stage.example_batch, mesh))  # fmt: skip
-    rng = np.random.default_rng(0)
-    host = {k: _random_like(v, rng) for k, v in stage.example_batch.items()}
-    if jax.process_count() > 1:  # each process feeds its own rows of the global batch
-        share = config.batch_size // jax.process_count()
-        rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
-        host = {k: v[rows] for k, v in host.items()}
-    state = create_sharded_state(stage.init_params, tx, mesh, rules, 0)  # enters the mesh
-    with mesh_context(mesh, rules):
-        batch = to_global_batch(host, mesh)
-        t0 = time.perf_counter()
-        compiled = step.lower(state, batch).compile()
-        compile_s = time.perf_counter() - t0
-        holder = {"state": state}
-
-        def one_step():
-            holder["state"], metrics = compiled(holder["state"], batch)
-            jax.block_until_ready(metrics["loss"])
-
-        step_s = median_seconds(one_step, steps, warmup=2)
+    run = CompiledCase(case, mesh_kind)
+    config, compiled, tokens, compile_s = run.config, run.compiled, run.tokens, run.compile_s
+    with run.mesh_context():
+        step_s = median_seconds(run.step, steps, warmup=2)
     flops = float(compiled.cost_analysis().get("flops", 0.0)) * devices
     memory = compiled.memory_analysis()
     peak_memory = (memory.argument_size_in_bytes + memory.output_size_in_bytes
@@ -163,7 +185,7 @@ def measure(case: str, devices: int, mesh_kind: str, steps: int) -> dict:
     b = config.batch_size
     result = {
         "case": case, "devices": devices, "mesh": mesh_kind, "batch": b,
-        "params": int(sum(x.size for x in jax.tree.leaves(holder["state"].params))),
+        "params": int(sum(x.size for x in jax.tree.leaves(run.state.params))),
         "compile_s": compile_s, "step_s": step_s, "examples_per_s": b / step_s,
         "tokens_per_s": b * tokens / step_s, "flops_per_step_xla": flops,
         "peak_flops_measured": peak, "mfu": flops / step_s / peak,
@@ -174,7 +196,7 @@ def measure(case: str, devices: int, mesh_kind: str, steps: int) -> dict:
     # directory, and the temporary one here is per process.
     single = jax.process_count() == 1
     if single and (devices, mesh_kind) == (8, "data") and case in ("tokenizer", "generator"):
-        result.update(checkpoint_costs(holder["state"], config, step_s))
+        result.update(checkpoint_costs(run, step_s))
     return result
 
 
@@ -193,36 +215,48 @@ def _random_like(example, rng):
     return rng.standard_normal(example.shape).astype(example.dtype)
 
 
-def checkpoint_costs(state, config, step_s) -> dict:
+def checkpoint_costs(run: CompiledCase, step_s: float) -> dict:
+    """An async save of the case's state with the device snapshot (the default) and
+    without, back to back: the part of `save()` the loop waits for, the next step's
+    time while the save runs, the whole save, a restore, the bytes."""
     import jax
 
     from omni_img.training.checkpoint import Checkpointer
 
-    with tempfile.TemporaryDirectory() as workdir:
-        checkpointer = Checkpointer(workdir, config.checkpoint)
-        checkpointer.save(1, state)  # the first save also sets Orbax up: not timed
-        checkpointer.wait()
-        t0 = time.perf_counter()
-        checkpointer.save(2, state)
-        blocked = time.perf_counter() - t0
-        checkpointer.wait()
-        total = time.perf_counter() - t0
-        step_dir = pathlib.Path(workdir) / "checkpoints" / "2"
-        size = sum(p.stat().st_size for p in step_dir.rglob("*") if p.is_file())
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
-        )
-        t0 = time.perf_counter()
-        jax.block_until_ready(checkpointer.restore(abstract, step=2))
-        restore = time.perf_counter() - t0
-        checkpointer.close()
-    return {
-        "checkpoint_blocked_s": blocked,
-        "checkpoint_blocked_fraction_of_step": blocked / step_s,
-        "checkpoint_save_total_s": total,
-        "checkpoint_restore_s": restore,
-        "checkpoint_bytes": size,
-    }
+    result = {"checkpoint_snapshot_bytes": int(sum(x.nbytes for x in jax.tree.leaves(run.state)))}
+    for snapshot in (False, True):
+        suffix = "" if snapshot else "_no_snapshot"
+        options = run.config.checkpoint.copy_and_resolve_references()
+        options.device_snapshot = snapshot
+        with tempfile.TemporaryDirectory() as workdir, run.mesh_context():
+            checkpointer = Checkpointer(workdir, options)
+            checkpointer.save(1, run.state)  # the first save also sets Orbax up: not timed
+            checkpointer.wait()
+            t0 = time.perf_counter()
+            checkpointer.save(2, run.state)
+            blocked = time.perf_counter() - t0
+            run.step()  # the loop goes on while the save is written
+            during = time.perf_counter() - t0 - blocked
+            checkpointer.wait()
+            total = time.perf_counter() - t0
+            size = sum(p.stat().st_size for p in (pathlib.Path(workdir) / "checkpoints" / "2")
+                       .rglob("*") if p.is_file())  # fmt: skip
+            abstract = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), run.state
+            )
+            t0 = time.perf_counter()
+            jax.block_until_ready(checkpointer.restore(abstract, step=2))
+            restore = time.perf_counter() - t0
+            checkpointer.close()
+        result |= {
+            f"checkpoint_blocked_s{suffix}": blocked,
+            f"checkpoint_blocked_fraction_of_step{suffix}": blocked / step_s,
+            f"checkpoint_step_during_save_s{suffix}": during,
+            f"checkpoint_save_total_s{suffix}": total,
+            f"checkpoint_restore_s{suffix}": restore,
+            f"checkpoint_bytes{suffix}": size,
+        }
+    return result
 
 
 def rows_of(result: dict) -> list[dict]:
@@ -240,6 +274,19 @@ def rows_of(result: dict) -> list[dict]:
         text = ", ".join(f"{op} x{c['count']}" for op, c in sorted(result["collectives"].items()))
         count = sum(c["count"] for c in result["collectives"].values())
         rows.append((name, "collectives", count, text))
+    if "checkpoint_blocked_s_no_snapshot" in result:
+        share = 100 * result["checkpoint_blocked_fraction_of_step_no_snapshot"]
+        blocked_ms = 1e3 * result["checkpoint_blocked_s_no_snapshot"]
+        during = {"snapshot": result["checkpoint_step_during_save_s"],
+                  "no_snapshot": result["checkpoint_step_during_save_s_no_snapshot"]}  # fmt: skip
+        rows += [
+            (name, "checkpoint, no snapshot: loop blocked ms", blocked_ms,
+             f"{share:.1f} % of a step"),
+            (name, "checkpoint: next step ms, saving", 1e3 * during["snapshot"],
+             f"no snapshot {1e3 * during['no_snapshot']:.0f} ms"),
+            (name, "checkpoint: snapshot MB", result["checkpoint_snapshot_bytes"] / 1e6,
+             "device memory held while a save runs"),
+        ]  # fmt: skip
     if "checkpoint_blocked_s" in result:
         rows += [
             (name, "checkpoint: loop blocked ms", 1e3 * result["checkpoint_blocked_s"],

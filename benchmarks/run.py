@@ -38,6 +38,7 @@ SUITE = {
     "multiprocess": ("bench_multiprocess.py", [], []),
     "fid": ("bench_fid.py", [], []),
     "llamagen": ("bench_llamagen.py", [], []),
+    "profile": ("bench_profile.py", [], []),
 }
 
 

@@ -7,9 +7,9 @@ budget), tokenizes the data once in between, exports an inference bundle, and wr
 sample grids and a report (judge accuracy per task with the conv and the rolling
 decoder, PSNR of both decoders). Budgets on 8 CPU devices of a 2-core machine: 900
 tokenizer steps capped at 8.5 minutes, 850 generator steps (on 2 of the devices) capped
-at 7 and 1.5 minutes of rolling decoder, sized so the whole README command stays under 25 minutes; the steps each
-cap reached and the stages' timings are in docs/main_job_report.md and docs/models.md
-("One process, four stages").
+at 7 and 1.5 minutes of rolling decoder, sized so the whole README command stays under
+25 minutes; the steps each cap reached and the stages' timings are in
+docs/main_job_report.md and docs/models.md ("One process, four stages").
 Each stage's config is the stage's own experiment file, shortened here.
 """
 

@@ -45,6 +45,10 @@ def get_config(arg=None):
     config.optim.b2 = 0.95
     config.checkpoint.every_steps = 5000
     config.checkpoint.every_minutes = 30.0
+    # No second copy of the state in accelerator memory while a save is in flight. What
+    # Orbax does on the loop's thread grows with the number of arrays, not with the
+    # step, so at seconds a step it should be a small share (not measured on a GPU).
+    config.checkpoint.device_snapshot = False
     config.checkpoint.keep_every = 50_000
     config.caption_dropout = 0.1
     config.input_masking = 0.0  # up to this share of decoder inputs hidden in training

@@ -71,6 +71,9 @@ def training_defaults() -> ml_collections.ConfigDict:
             # on for large replicated (pure data-parallel) states, where splitting the
             # device-to-host copies over replicas pays.
             "replica_parallel": False,
+            # With async_save: the loop copies the state on its devices and a background
+            # thread saves the copy (one more state of device memory while it saves).
+            "device_snapshot": True,
         }
     )
     config.data = ml_collections.ConfigDict(

@@ -42,6 +42,7 @@ COMMON_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "checkpoint.keep_every": int,
     "checkpoint.async_save": bool,
     "checkpoint.replica_parallel": bool,
+    "checkpoint.device_snapshot": bool,
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
