@@ -69,8 +69,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 REPORT_KEYS = ("per_task", "seed", "temperature", "top_k", "cfg_scale", "decoders", "episodes")
-
-
 JOB_KEYS = ("dataset", "cpu_devices", "data_dir")
 STAGES = ("tokenizer", "generator", "rolling")
 

@@ -179,19 +179,19 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if self.num_steps is not None:
             items["schedule"] = ocp.args.JsonSave({"num_steps": int(self.num_steps)})
-        self._unsealed = step
-        self._last_save_time = time.monotonic()
         if self.in_background:
             self._worker = threading.Thread(
                 target=self._save_in_background, args=(step, items), name=f"save-{step}"
             )
             self._worker.start()
-            return
-        try:
-            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-        except Exception as error:
-            self._fail(step, error)
-        if not self.manager.is_saving_in_progress():  # a synchronous save
+        else:
+            try:
+                self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+            except Exception as error:
+                self._fail(step, error)
+        self._unsealed = step
+        self._last_save_time = time.monotonic()
+        if not self._saving():  # a synchronous save
             self._seal_pending()
 
     def _save_in_background(self, step: int, items: dict) -> None:
