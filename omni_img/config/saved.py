@@ -26,7 +26,11 @@ def load_saved_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    return over_stage_defaults(saved)
+    try:
+        return over_stage_defaults(saved)
+    except (TypeError, ValueError, AttributeError) as error:  # a value unlike the key's
+        message = " ".join(str(error).split())
+        raise UserError(f"{path} does not fit its stage's keys: {message}") from None
 
 
 def over_stage_defaults(saved: dict) -> ml_collections.ConfigDict:

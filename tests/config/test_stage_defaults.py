@@ -61,3 +61,15 @@ def test_a_saved_group_of_weights_is_not_mixed_with_defaults(tmp_path):
     config.data.task_weights = {"write": 1.0}
     save_config(config, tmp_path)
     assert dict(load_saved_config(tmp_path).data.task_weights) == {"write": 1.0}
+
+
+def test_a_saved_value_of_the_wrong_kind_is_one_line(tmp_path):
+    from omni_img.errors import UserError
+
+    save_config(generator_defaults(), tmp_path)
+    saved = json.loads((tmp_path / CONFIG_FILE).read_text())
+    saved["eval"] = 5  # a number where a group of keys belongs
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="does not fit its stage's keys") as error:
+        load_saved_config(tmp_path)
+    assert "\n" not in str(error.value)
