@@ -173,6 +173,9 @@ def dataclass_defaults(cls, *, without: tuple[str, ...] = ()) -> ml_collections.
     """A model block: the default of every field of dataclass `cls`, less those the
     trainer sets itself from other keys (a value given there would be overwritten)."""
     fields = [field for field in dataclasses.fields(cls) if field.name not in without]
+    missing = [field.name for field in fields if field.default is dataclasses.MISSING]
+    if missing:  # a field added without a plain default would enter configs as MISSING
+        raise TypeError(f"{cls.__name__}.{missing[0]} needs a default to be a config key")
     return ml_collections.ConfigDict({field.name: field.default for field in fields})
 
 
