@@ -68,8 +68,12 @@ def theirs(size: str, llamagen: str, train_steps: int, sample_repeats: int) -> d
     """LlamaGen's GPT at `size`: train step seconds, seconds per image at batch 1 and 8."""
     sys.path.insert(0, llamagen)
     import torch
-    from autoregressive.models.generate import generate
-    from autoregressive.models.gpt import ModelArgs, Transformer
+
+    try:
+        from autoregressive.models.generate import generate
+        from autoregressive.models.gpt import ModelArgs, Transformer
+    except ModuleNotFoundError as e:
+        sys.exit(f"--llamagen {llamagen}: not a LlamaGen checkout ({e}); pass its root folder")
 
     s = SIZES[size]
     torch.manual_seed(0)

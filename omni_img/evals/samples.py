@@ -243,8 +243,8 @@ def judge_curve_sample(
     seed: int = 0,
     batch_size: int = 32,
 ) -> dict[str, float]:
-    """{"<group>": judge accuracy} of generated images (conv decoder) for each group of
-    `curve_records`, and "write_exact" (the share of the write group OCR read exactly)."""
+    """`curve_scores` of generated images (conv decoder) for each group of
+    `curve_records`."""
     scores: dict[str, float] = {}
     for group, records in groups.items():
         if not records:
@@ -254,9 +254,20 @@ def judge_curve_sample(
             for s in range(0, len(records), batch_size)
         ])  # fmt: skip
         summary, _ = judge_records(images, records)
-        scores[group] = float(summary["accuracy"])
-        if group == "write" and "write_ocr" in summary:
-            scores["write_exact"] = exact_share(summary["write_ocr"])
+        scores.update(curve_scores(group, summary))
+    return scores
+
+
+def curve_scores(group: str, summary: Mapping[str, Any]) -> dict[str, float]:
+    """One group's figures at a curve mark: {"<group>": judge accuracy}; for the write
+    group "write_exact" (the share OCR read exactly); for scenes, each attribute's share
+    right as "<group>_<attribute>". Early in training no scene passes, while the
+    attributes (background and colour first, shape last) already tell variants apart."""
+    scores = {group: float(summary["accuracy"])}
+    if group == "write" and "write_ocr" in summary:
+        scores["write_exact"] = exact_share(summary["write_ocr"])
+    for name, share in summary.get("compose_attributes", {}).items():
+        scores[f"{group}_{name}"] = float(share)
     return scores
 
 
