@@ -11,7 +11,8 @@ SwiGLU widths match LlamaGen's rule (768 and 1536). Differences that remain: Lla
 uses a 2-D RoPE, omni_img a 1-D RoPE plus learned 2-D positions; omni_img's embedding
 table holds the class start tokens, LlamaGen has a separate class embedding.
 
-Figures: train step time (median after warm-up; ours jitted, theirs eager with oneDNN),
+Figures: train step time (median after warm-up; ours jitted, its batch split over one
+fake CPU device a core, as `omni-img train --cpu_devices N` runs; theirs eager with oneDNN),
 and sampling time per image at batch 1 and 8, CFG scale 4, temperature 1, all tokens
 (ours: one compiled decode loop with a KV cache; theirs: their `generate`, which also
 uses a KV cache, one Python call per token). Without --llamagen only our side runs.
@@ -20,6 +21,7 @@ uses a KV cache, one Python call per token). Without --llamagen only our side ru
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 
@@ -121,6 +123,11 @@ def main() -> None:
         "--allow_busy", action="store_true",
         help="keep a comparison that other processes disturbed (marked as such), exit 0",
     )  # fmt: skip
+    parser.add_argument(
+        "--train_devices", type=int, default=len(os.sched_getaffinity(0)),
+        help="fake CPU devices our train step's batch is split over (default: one a core; "
+        "XLA:CPU runs most of one device's ops on one thread, torch runs every op on all)",
+    )  # fmt: skip
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # SIZE BATCH
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
@@ -133,11 +140,11 @@ def main() -> None:
     results, rows = [], []
     for size in SIZES:
         train_argv = [str(ROOT / "benchmarks" / "bench_train.py"), "--child", f"llamagen_{size}",
-                      "1", "data"] + ["--quick"] * args.quick  # fmt: skip
+                      str(args.train_devices), "data"] + ["--quick"] * args.quick  # fmt: skip
         with OtherLoad() as ours_load:
-            step = run_child(train_argv, 1)
+            step = run_child(train_argv, args.train_devices)
             ours = {"train_step_s": step["step_s"], "params": step["params"],
-                    "sample_s_per_image": {}}  # fmt: skip
+                    "train_devices": args.train_devices, "sample_s_per_image": {}}  # fmt: skip
             for batch in (1, 8):
                 argv = [__file__, "--child", size, str(batch)] + ["--quick"] * args.quick
                 ours["sample_s_per_image"][batch] = run_child(argv, 1)["sample_s_per_image"]

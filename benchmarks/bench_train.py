@@ -78,9 +78,13 @@ QUICK_RUNS = [
     ("generator_50m", 8, "data"),
     ("generator", 1, "data"), ("generator", 2, "data"), ("generator", 4, "data"),
     ("generator", 8, "fsdp"),
+    # Each stage on one device and on one a core: XLA:CPU runs most of a device's ops on
+    # one thread, so how the host is split is the first MFU lever on a small CPU.
+    ("tokenizer", 1, "data"), ("tokenizer", 2, "data"),
+    ("rolling", 1, "data"), ("rolling", 2, "data"),
+    ("llamagen_a", 1, "data"), ("llamagen_a", 2, "data"),
 ]  # fmt: skip
 FULL_RUNS = QUICK_RUNS + [
-    ("tokenizer", 1, "data"), ("rolling", 1, "data"),
     ("generator", 2, "fsdp"), ("generator", 4, "fsdp"),
     ("generator_g1", 8, "data"), ("generator_bf16", 8, "data"), ("generator_remat", 8, "data"),
 ]  # fmt: skip

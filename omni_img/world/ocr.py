@@ -63,11 +63,27 @@ def _read_batch(binary: str, crops: list[np.ndarray], whitelist: str) -> list[st
         listing = os.path.join(tmp, "images.txt")
         with open(listing, "w") as f:
             f.write("\n".join(paths) + "\n")
-        pages = _run(binary, listing, whitelist).split("\f")
+        try:
+            pages = _run(binary, listing, whitelist).split("\f")
+        except TesseractCrashed:
+            pages = []  # one image brought the process down: read them one by one
         if len(pages) >= len(crops) and all(p.strip() == "" for p in pages[len(crops) :]):
             return [" ".join(p.split()) for p in pages[: len(crops)]]
-        # Page count off (should not happen): read one image per process instead.
-        return [" ".join(_run(binary, p, whitelist).replace("\f", "").split()) for p in paths]
+        return [_read_one(binary, path, whitelist) for path in paths]
+
+
+def _read_one(binary: str, path: str, whitelist: str) -> str:
+    """One image in its own process. An image Tesseract crashes on (a generated crop of
+    noise has made it die of SIGFPE) reads as nothing: an unreadable word, not a lost
+    evaluation."""
+    try:
+        return " ".join(_run(binary, path, whitelist).replace("\f", "").split())
+    except TesseractCrashed:
+        return ""
+
+
+class TesseractCrashed(RuntimeError):
+    """Tesseract was killed by a signal while reading (not a setup error: those exit > 0)."""
 
 
 def _run(binary: str, image_or_list: str, whitelist: str) -> str:
@@ -79,6 +95,8 @@ def _run(binary: str, image_or_list: str, whitelist: str) -> str:
     # One thread per process: the machines that run this have few cores.
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode < 0:
+        raise TesseractCrashed(f"tesseract killed by signal {-result.returncode}")
     if result.returncode != 0:
         raise RuntimeError(f"tesseract failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout
