@@ -11,8 +11,8 @@ SwiGLU widths match LlamaGen's rule (768 and 1536). Differences that remain: Lla
 uses a 2-D RoPE, omni_img a 1-D RoPE plus learned 2-D positions; omni_img's embedding
 table holds the class start tokens, LlamaGen has a separate class embedding.
 
-Figures: train step time (median after warm-up; ours jitted, its batch split over one
-fake CPU device a core, as `omni-img train --cpu_devices N` runs; theirs eager with oneDNN),
+Figures: train step time (median after warm-up; ours jitted, on one fake CPU device
+unless --train_devices splits its batch; theirs eager with oneDNN),
 and sampling time per image at batch 1 and 8, CFG scale 4, temperature 1, all tokens
 (ours: one compiled decode loop with a KV cache; theirs: their `generate`, which also
 uses a KV cache, one Python call per token). Without --llamagen only our side runs.
@@ -21,7 +21,6 @@ uses a KV cache, one Python call per token). Without --llamagen only our side ru
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 
@@ -124,9 +123,9 @@ def main() -> None:
         help="keep a comparison that other processes disturbed (marked as such), exit 0",
     )  # fmt: skip
     parser.add_argument(
-        "--train_devices", type=int, default=len(os.sched_getaffinity(0)),
-        help="fake CPU devices our train step's batch is split over (default: one a core; "
-        "XLA:CPU runs most of one device's ops on one thread, torch runs every op on all)",
+        "--train_devices", type=int, default=1,
+        help="fake CPU devices our train step's batch is split over (XLA:CPU runs most of "
+        "one device's ops on one thread, torch every op on all its threads)",
     )  # fmt: skip
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # SIZE BATCH
     args = parser.parse_args()

@@ -7,6 +7,7 @@ are upscaled first: Tesseract reads text best at 30+ px per letter.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -78,7 +79,8 @@ def _read_one(binary: str, path: str, whitelist: str) -> str:
     evaluation."""
     try:
         return " ".join(_run(binary, path, whitelist).replace("\f", "").split())
-    except TesseractCrashed:
+    except TesseractCrashed as crash:
+        logging.warning("OCR: %s on one image; it counts as read wrong", crash)
         return ""
 
 

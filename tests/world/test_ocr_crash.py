@@ -24,9 +24,10 @@ def crashing_tesseract(tmp_path, monkeypatch):
     monkeypatch.setattr(ocr, "tesseract_binary", lambda: str(binary))
 
 
-def test_a_crash_on_one_image_reads_that_image_as_nothing(crashing_tesseract):
+def test_a_crash_on_one_image_reads_that_image_as_nothing(crashing_tesseract, caplog):
     crops = [np.full((12, 40), 255, np.uint8) for _ in range(3)]
     assert ocr.read_lines(crops) == ["word", "", "word"]
+    assert "killed by signal 8" in caplog.text  # said, not silently absorbed
 
 
 def test_a_setup_error_still_raises(tmp_path, monkeypatch):
