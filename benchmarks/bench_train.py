@@ -79,7 +79,7 @@ QUICK_RUNS = [
     ("generator", 1, "data"), ("generator", 2, "data"), ("generator", 4, "data"),
     ("generator", 8, "fsdp"),
     # Each stage on one device and on one a core: XLA:CPU runs most of a device's ops on
-    # one thread, so how the host is split is the first MFU lever on a small CPU.
+    # one thread, so how a small CPU host is split can move a step more than any flag.
     ("tokenizer", 1, "data"), ("tokenizer", 2, "data"),
     ("rolling", 1, "data"), ("rolling", 2, "data"),
     ("llamagen_a", 1, "data"), ("llamagen_a", 2, "data"),

@@ -70,6 +70,7 @@ def _read_batch(binary: str, crops: list[np.ndarray], whitelist: str) -> list[st
             pages = []  # one image brought the process down: read them one by one
         if len(pages) >= len(crops) and all(p.strip() == "" for p in pages[len(crops) :]):
             return [" ".join(p.split()) for p in pages[: len(crops)]]
+        # A crash, or a page count off (should not happen): one image per process.
         return [_read_one(binary, path, whitelist) for path in paths]
 
 
