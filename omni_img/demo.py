@@ -280,19 +280,20 @@ def render_markdown(report: dict) -> str:
 
 
 def judge_lines(summary: dict) -> list[str]:
-    """The judge's breakdowns (compose attributes and object counts, write OCR by word
-    group, edit ops) as report lines."""
+    """The judge's breakdowns (compose attributes, object counts and held-out against
+    seen shape-colour pairs, write OCR by word group, edit ops) as report lines."""
     percent = lambda v: f"{100 * v:.0f} %"  # noqa: E731
     lines = []
     if "compose_attributes" in summary:
         parts = ", ".join(f"{k} {percent(v)}" for k, v in summary["compose_attributes"].items())
         lines.append(f"compose attributes: {parts}")
-    if "compose_by_count" in summary:
-        parts = ", ".join(
-            f"{k} {percent(v['accuracy'])} (n={v['n']})"
-            for k, v in summary["compose_by_count"].items()
-        )
-        lines.append(f"compose by object count: {parts}")
+    for key, title in (("compose_by_count", "object count"), ("compose_by_pairs", "pairs")):
+        if key in summary:
+            parts = ", ".join(
+                f"{k.replace('_', ' ')} {percent(v['accuracy'])} (n={v['n']})"
+                for k, v in summary[key].items()
+            )
+            lines.append(f"compose by {title}: {parts}")
     if "write_ocr" in summary:
         lines.append(f"write: {ocr_line(summary['write_ocr'])}")
     for group, ocr in summary.get("write_by_words", {}).items():

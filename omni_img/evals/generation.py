@@ -4,7 +4,8 @@
 write or edit, with the edit's source) and returns the judge's summary (accuracy per
 task, GenEval categories, OCR exact match and CER, accuracy per edit op) plus, for
 compose scenes, the accuracy of each attribute over all requested objects and per
-object count, and for write, OCR on words seen in training apart from held-out words.
+object count and held-out against seen shape-colour pairs, and for write, OCR on
+words seen in training apart from held-out words.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from omni_img.data import reading
 from omni_img.world import judge as judge_lib
-from omni_img.world.vocabulary import HELD_OUT_WORDS
+from omni_img.world.vocabulary import HELD_OUT_PAIRS, HELD_OUT_WORDS
 
 ATTRIBUTES = ("shape", "style", "size", "position")
 
@@ -47,6 +48,9 @@ def judge_records(
         summary["compose_by_count"] = _accuracy_by(
             compose, verdicts, lambda i: f"{len(judge_lib.as_scene(specs[i]).objects)} objects"
         )
+        summary["compose_by_pairs"] = _accuracy_by(
+            compose, verdicts, lambda i: _pair_group(specs[i])
+        )
     writes = [i for i, t in enumerate(tasks) if t == "write"]
     if writes:
         summary["write_by_words"] = {
@@ -59,6 +63,14 @@ def judge_records(
 def _word_group(spec) -> str:
     word = judge_lib.as_scene(spec).word.text
     return "held_out_words" if word in HELD_OUT_WORDS else "train_words"
+
+
+def _pair_group(spec) -> str:
+    """held_out_pairs where an object's shape and colour never met in training (only test
+    scenes have them), else seen_pairs."""
+    objects = judge_lib.as_scene(spec).objects
+    held_out = any((obj.shape, obj.colour) in HELD_OUT_PAIRS for obj in objects)
+    return "held_out_pairs" if held_out else "seen_pairs"
 
 
 def _group_by(indices, key) -> dict[str, list[int]]:
