@@ -361,6 +361,10 @@ def markdown_bundle_report(report: Mapping[str, Any]) -> str:
         row(f"GenEval: {name}", lambda d, n=name: judge(d)["geneval"][n])
     for name in first.get("compose_attributes", {}):
         row(f"compose: {name}", lambda d, n=name: judge(d)["compose_attributes"][n])
+    for key in ("compose_by_count", "compose_by_pairs"):
+        for group in first.get(key, {}):
+            row(f"compose: {group.replace('_', ' ')}",
+                lambda d, k=key, g=group: judge(d)[k][g]["accuracy"])  # fmt: skip
     row("OCR exact match", lambda d: judge(d)["write_ocr"]["exact_match"])
     row("OCR CER", lambda d: judge(d)["write_ocr"]["cer"])
     for op in first.get("edit_ops", {}):

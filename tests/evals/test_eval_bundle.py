@@ -85,6 +85,9 @@ def test_eval_bundle_writes_the_report(bundle_dir, fake_split, tmp_path, capsys)
     markdown = (out / "report.md").read_text()
     assert "chained 3-turn edit episodes (conv decoder" in markdown
     assert "| judge: compose |" in markdown and "PSNR" in markdown
+    pairs = report["decoders"]["conv"]["judge"]["compose_by_pairs"]
+    assert sum(group["n"] for group in pairs.values()) == 2  # the 2 compose records
+    assert all(f"| compose: {g.replace('_', ' ')} |" in markdown for g in pairs)
     assert "| judge: compose |" in stdout
     for task in ("compose", "edit", "write"):
         for decoder in ("conv", "sequential"):
