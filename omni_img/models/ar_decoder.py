@@ -20,7 +20,10 @@ g = 1 is the plain one-token-per-position decoder (both heads are then the same 
 
 Input at position i is the token at i-1 (a BOS id at i = 0) plus the learned 2-D
 position of cell i -- the cell being predicted -- so the model always knows which row
-and column it writes. Training may hide some inputs behind ``mask_id`` (see
+and column it writes. With ``above_input`` the input also holds the block above cell i
+(position i - w, written a row earlier; the mask id in the first row), embedded through
+a table of its own and added: the two neighbours an outline continues from, one in the
+input and not only through attention. Training may hide some inputs behind ``mask_id`` (see
 ``generator_loss``'s ``input_masking``), an id of its own past the start tokens.
 Self-attention is causal with 1-D RoPE over the raster index (optional); every block
 cross-attends to E with E's padding mask. Ids past the image vocabulary are start
@@ -216,6 +219,7 @@ class ARDecoder(nn.Module):
     cross_attention: bool = True
     start_tokens: int = 1  # ids past the image vocabulary: BOS, or one per class (+ null)
     block_head: str = "independent"  # or "sequential" (see the module docstring)
+    above_input: bool = False  # inputs hold 2G slots: the previous block, the block above
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -253,6 +257,8 @@ class ARDecoder(nn.Module):
         # mesh axis
         embed_rows = -(-(self.mask_id + 1) // 64) * 64
         self.token_embed = GroupEmbed(embed_rows, self.dim, self.slots, self.param_dtype)
+        if self.above_input:
+            self.above_embed = GroupEmbed(embed_rows, self.dim, self.slots, self.param_dtype)
         self.positions = Positions2D(*self.position_grid, self.dim, self.param_dtype)
         block_cls = nn.remat(Block) if self.remat else Block
         self.layers = [
@@ -286,7 +292,12 @@ class ARDecoder(nn.Module):
         l_len = groups_in_BxLxG.shape[1]
         idx_L = start + jnp.arange(l_len)
         w = self.position_grid[1]
-        x = self.token_embed(groups_in_BxLxG) + self.positions(idx_L // w, idx_L % w)[None]
+        if self.above_input:  # [previous block | block above], G slots each
+            left_BxLxG, above_BxLxG = jnp.split(groups_in_BxLxG, 2, axis=-1)
+            x = self.token_embed(left_BxLxG) + self.above_embed(above_BxLxG)
+        else:
+            x = self.token_embed(groups_in_BxLxG)
+        x = x + self.positions(idx_L // w, idx_L % w)[None]
         return nn.with_logical_constraint(x.astype(self.dtype), ACT_BLD)
 
     def block_logits(self, h_BxLxD: jax.Array, block_BxLxG: jax.Array) -> jax.Array:

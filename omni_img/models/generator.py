@@ -73,6 +73,10 @@ class GeneratorConfig:
     # How a block's G tokens are drawn: "independent" (one head per slot) or "sequential"
     # (slot k conditioned on slots < k); see omni_img.models.ar_decoder.
     block_head: str = "independent"
+    # True: a decoder position also reads the block one position row up (the block above
+    # the one it writes, 2-D context beside the raster-previous block), through a table
+    # of its own; the first row reads the mask id there.
+    above_input: bool = False
     text_group: int = 1  # prompt/history bytes one encoder position holds (side by side)
     num_classes: int = 0  # > 0: class-conditional (no encoder, no cross-attention)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16
@@ -112,6 +116,11 @@ class GeneratorConfig:
         return self.num_classes > 0
 
     @property
+    def mask_id(self) -> int:
+        """The decoder's input id for a hidden block, and for no block above the first row."""
+        return self.bos_id + (self.num_classes + 1 if self.class_conditional else 1)
+
+    @property
     def null_class(self) -> int:
         """The class id of the unconditional (classifier-free guidance) input."""
         return self.num_classes
@@ -127,6 +136,32 @@ def start_tokens(cfg: GeneratorConfig, cond: Mapping[str, jax.Array]) -> jax.Arr
     if cfg.class_conditional:
         return cfg.bos_id + jnp.asarray(cond["class_id"], jnp.int32)
     return jnp.full((condition_batch_size(cond),), cfg.bos_id, jnp.int32)
+
+
+def decoder_inputs(cfg: GeneratorConfig, target_BxPxG: jax.Array, start_B) -> jax.Array:
+    """The decoder's teacher-forcing inputs for target blocks: (B, P, G) the previous
+    blocks (``start_B`` before the first), or (B, P, 2G) with ``above_input``: the block
+    above each target block after them (the mask id in the first position row)."""
+    left_BxPxG = shift_right(target_BxPxG, start_B)
+    if not cfg.above_input:
+        return left_BxPxG
+    cols = cfg.position_grid[1]
+    none_above = jnp.full_like(target_BxPxG[:, :cols], cfg.mask_id)
+    above_BxPxG = jnp.concatenate([none_above, target_BxPxG[:, :-cols]], axis=1)
+    return jnp.concatenate([left_BxPxG, above_BxPxG], axis=-1)
+
+
+def step_inputs(cfg: GeneratorConfig, prev_CxG: jax.Array, groups_BxPxG, t) -> jax.Array:
+    """The decoder's input at position ``t`` while sampling, (C, G) or (C, 2G): the block
+    just written, and with ``above_input`` the block above position ``t`` from ``groups``
+    (the B prompts' blocks so far; repeated for C = k·B rows, as CFG doubles them)."""
+    if not cfg.above_input:
+        return prev_CxG
+    cols = cfg.position_grid[1]
+    up_BxG = jax.lax.dynamic_index_in_dim(groups_BxPxG, jnp.maximum(t - cols, 0), 1, False)
+    up_BxG = jnp.where(t >= cols, up_BxG, cfg.mask_id).astype(prev_CxG.dtype)
+    up_CxG = jnp.tile(up_BxG, (prev_CxG.shape[0] // up_BxG.shape[0], 1))
+    return jnp.concatenate([prev_CxG, up_CxG], axis=-1)
 
 
 def as_generator_config(model_cfg: Any) -> GeneratorConfig:
@@ -197,6 +232,7 @@ class Generator(nn.Module):
             cross_attention=not c.class_conditional,
             start_tokens=c.num_classes + 1 if c.class_conditional else 1,
             block_head=c.block_head,
+            above_input=c.above_input,
             **kw,
         )
         if c.class_conditional:
@@ -235,10 +271,9 @@ class Generator(nn.Module):
         c = self.cfg
         e_BxSxD, e_mask_BxS = self.encode(batch)
         target_BxPxG = to_groups(batch["target_tokens"], c.group)
-        groups_in_BxPxG = shift_right(target_BxPxG, start_tokens(c, batch))
+        groups_in_BxPxG = decoder_inputs(c, target_BxPxG, start_tokens(c, batch))
         if hidden_BxP is not None:
-            mask_id = self.decoder.mask_id
-            groups_in_BxPxG = jnp.where(hidden_BxP[..., None], mask_id, groups_in_BxPxG)
+            groups_in_BxPxG = jnp.where(hidden_BxP[..., None], c.mask_id, groups_in_BxPxG)
         logits_BxPxGxV = self.decoder(groups_in_BxPxG, e_BxSxD, e_mask_BxS, target_BxPxG)
         logits_BxhxwxV = from_groups(logits_BxPxGxV, c.grid_h, c.grid_w, c.group)
         return logits_BxhxwxV.reshape(logits_BxhxwxV.shape[0], c.num_tokens, -1)

@@ -31,12 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from omni_img.compilation import StoredJit
-from omni_img.models.ar_decoder import from_groups, shift_right
+from omni_img.models.ar_decoder import from_groups
 from omni_img.models.generator import (
     Generator,
     condition_batch_size,
+    decoder_inputs,
     init_caches,
     start_tokens,
+    step_inputs,
     unconditional,
 )
 from omni_img.models.transformer import KVCache
@@ -189,9 +191,10 @@ def decode_advance(params, state: DecodeState, start, *, model, scfg, count: int
 
     def body(i, s: DecodeState) -> DecodeState:
         t = start + i
+        inputs_CxG = step_inputs(model.cfg, s.prev_CxG, s.groups_BxPxG, t)
         h_Cx1xD, caches = model.apply(
             {"params": params},
-            s.prev_CxG[:, None],
+            inputs_CxG[:, None],
             t,
             s.memory_kvs,
             s.e_mask_CxS,
@@ -226,7 +229,7 @@ def _sample_uncached(params, cond, rng, *, model: Generator, scfg: SamplingConfi
     slots = cfg.group**2
 
     def body(t, groups_BxPxG):
-        inputs_CxPxG = shift_right(_double(groups_BxPxG, scfg), first_C)
+        inputs_CxPxG = decoder_inputs(cfg, _double(groups_BxPxG, scfg), first_C)
         h_CxPxD = model.apply(
             {"params": params}, inputs_CxPxG, e_CxSxD, e_mask_CxS, method=Generator.features
         )

@@ -91,13 +91,15 @@ def test_top_k_and_top_p_filters():
     assert greedy.tolist() == [0]
 
 
-@pytest.fixture(scope="module", params=["independent", "sequential", "shared"])
+@pytest.fixture(scope="module", params=["independent", "sequential", "shared", "above"])
 def grouped(request):
-    """2x2 blocks of tokens a position: a 4x4 grid in 4 decoder steps, with either head."""
+    """2x2 blocks of tokens a position: a 4x4 grid in 4 decoder steps, with each head
+    ("above": the independent head, the decoder also reading the block above)."""
+    head = "independent" if request.param == "above" else request.param
     cfg = small_generator(
         image_vocab_size=64, grid_h=4, grid_w=4, max_text_len=16, max_history_len=0,
         dim=32, num_heads=2, enc_layers=1, dec_layers=2, mlp_dim=64, group=2,
-        block_head=request.param,
+        block_head=head, above_input=request.param == "above",
     )  # fmt: skip
     model = g.make_generator(cfg)
     rng = np.random.default_rng(1)
@@ -179,3 +181,22 @@ def test_class_conditional_model_samples_with_guidance():
         caption_dropout=0.5,
     )  # fmt: skip
     assert np.isfinite(float(loss)) and 0.0 < float(metrics["caption_dropped"]) < 1.0
+
+
+def test_decoder_inputs_hold_the_previous_block_and_the_block_above():
+    cfg = small_generator(
+        image_vocab_size=64, grid_h=4, grid_w=4, group=2, dim=32, above_input=True
+    )
+    target = np.arange(16, dtype=np.int32).reshape(1, 4, 4) % 64
+    blocks = np.asarray(g.to_groups(jnp.asarray(target), 2))  # (1, 4 positions, 4 slots)
+    inputs = np.asarray(g.decoder_inputs(cfg, jnp.asarray(blocks), jnp.array([cfg.bos_id])))
+    assert inputs.shape == (1, 4, 8)
+    np.testing.assert_array_equal(inputs[0, 0, :4], cfg.bos_id)
+    np.testing.assert_array_equal(inputs[0, 1:, :4], blocks[0, :3])  # raster-previous
+    np.testing.assert_array_equal(inputs[0, :2, 4:], cfg.mask_id)  # first row: none above
+    np.testing.assert_array_equal(inputs[0, 2:, 4:], blocks[0, :2])  # the block above
+    for t in range(4):  # the sampler's input at t, from the blocks written before t
+        written = np.where(np.arange(4)[None, :, None] < t, blocks, 0)
+        prev = inputs[:, t, :4]
+        step = g.step_inputs(cfg, jnp.asarray(prev), jnp.asarray(written), t)
+        np.testing.assert_array_equal(np.asarray(step), inputs[:, t])
