@@ -45,7 +45,7 @@ COMMON_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "checkpoint.device_snapshot": bool,
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
 NONFINITE_MODES = ("stop", "skip")
 
 

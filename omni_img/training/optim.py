@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+import optax.contrib
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
@@ -33,6 +34,15 @@ def make_optimizer(
         )
     elif optim.name == "adam":
         core = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
+    elif optim.name == "muon":
+        core = optax.contrib.muon(
+            schedule, beta=0.95, weight_decay=optim.weight_decay,
+            muon_weight_dimension_numbers=muon_dimensions,
+            # Update RMS matched to AdamW's, so one learning rate and weight decay serve
+            # both the orthogonalised kernels and the Adam-trained rest (Liu et al. 2025).
+            consistent_rms=0.2,
+            adam_b1=optim.b1, adam_b2=optim.b2, adam_weight_decay=optim.weight_decay,
+        )  # fmt: skip
     else:  # "sgd"; the name was validated with the rest of the config
         core = optax.sgd(schedule, momentum=optim.b1)
     tx = core
@@ -44,6 +54,32 @@ def make_optimizer(
     return tx
 
 
+def _path_names(path) -> list[str]:
+    """A parameter's path as names; the boxes' own `value` attribute left out."""
+    names = [str(getattr(key, "key", getattr(key, "name", key))) for key in path]
+    return [name for name in names if name != "value"]
+
+
+def muon_dimensions(params):
+    """Which parameters Muon orthogonalises, and over which axes: the kernels of the
+    transformer blocks (`layers_N/...`), reducing over their input axes (all but the last
+    for an attention output kernel (heads, head_dim, out), the first for the others).
+    None for the rest -- embeddings, output heads, norms, positions, convolutions -- which
+    Adam trains, as Muon's authors do for embeddings and heads."""
+    from optax.contrib import MuonDimensionNumbers
+
+    def spec(path, x):
+        names = _path_names(path)
+        in_block = any(name.startswith("layers_") for name in names)
+        if not names or names[-1] != "kernel" or x.ndim < 2 or not in_block:
+            return None
+        if names[-2] == "out":
+            return MuonDimensionNumbers(tuple(range(x.ndim - 1)), x.ndim - 1)
+        return MuonDimensionNumbers(0, tuple(range(1, x.ndim)))
+
+    return jax.tree_util.tree_map_with_path(spec, params)
+
+
 def zero_frozen_updates(frozen: tuple[str, ...]) -> optax.GradientTransformation:
     """Zeroes the final update of every parameter whose path ("params/base/...") starts
     with one of `frozen`: after weight decay, so those parameters never change at all.
@@ -53,7 +89,7 @@ def zero_frozen_updates(frozen: tuple[str, ...]) -> optax.GradientTransformation
     """
 
     def is_frozen(path) -> bool:
-        name = "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path)
+        name = "/".join(_path_names(path))
         return any(name.startswith(prefix) for prefix in frozen)
 
     def update(updates, state, params=None):

@@ -61,9 +61,11 @@ def state_shardings(
     boxed = jax.eval_shape(
         lambda rng: _init_boxed_state(init_params, tx, rng), jax.random.PRNGKey(0)
     )
-    specs = nn.get_partition_spec(boxed)
-    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-    shardings = jax.tree.map(_shardable, nn.unbox(boxed), shardings)
+    shardings = jax.tree.map(
+        lambda leaf: _leaf_sharding(leaf, mesh, rules),
+        boxed,
+        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+    )
     abstract = jax.tree.map(
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         nn.unbox(boxed),
@@ -110,6 +112,20 @@ def to_host(tree: PyTree) -> PyTree:
         return multihost_utils.process_allgather(x, tiled=True)
 
     return jax.tree.map(one, tree)
+
+
+def _leaf_sharding(leaf, mesh: Mesh, rules) -> NamedSharding:
+    """A leaf's mesh sharding from its logical box (replicated when it has none), made
+    `_shardable`.
+
+    Leaf by leaf rather than over whole trees of specs: an optimizer state may hold
+    empty tuples (optax's MaskedNode, where Muon or Adam skips a parameter), which a
+    tree of specs would take for partition specs."""
+    value = nn.unbox(leaf)
+    if not hasattr(value, "shape"):  # a box around an empty MaskedNode: nothing to place
+        return value
+    spec = leaf.get_partition_spec() if isinstance(leaf, nn.meta.AxisMetadata) else PartitionSpec()
+    return _shardable(value, nn.logical_to_mesh_sharding(spec, mesh, rules))
 
 
 def _shardable(leaf, sharding: NamedSharding) -> NamedSharding:
