@@ -21,11 +21,13 @@ def losses(workdir):
 
 
 def non_default_options(config):
-    """The non-default training options: hidden decoder inputs, the sequential head,
-    word-aligned prompts."""
+    """The non-default training options: hidden decoder inputs, the sequential head, the
+    block above as a decoder input, word-aligned prompts, and Muon."""
     config.input_masking = 0.5
     config.model.block_head = "sequential"
+    config.model.above_input = True
     config.text_align_words = True
+    config.optim.name = "muon"
     return config
 
 
@@ -52,9 +54,10 @@ def records(workdir) -> list[dict]:
 
 
 def test_generator_meshes_agree_and_resume_is_exact(tmp_path, monkeypatch):
-    """Also with input masking, the sequential block head and word-aligned prompts: the
-    hidden positions are drawn from the step's rng, so every mesh and a resumed run hide
-    the same ones."""
+    """Also with input masking, the sequential block head, the block above as an input,
+    word-aligned prompts and Muon (whose optimizer state holds masked, empty entries):
+    the hidden positions are drawn from the step's rng, so every mesh and a resumed run
+    hide the same ones."""
     tokens = write_tokenized(tmp_path / "tokens")
     whole, split = tmp_path / "whole", tmp_path / "split"
 
