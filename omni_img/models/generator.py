@@ -139,9 +139,9 @@ def start_tokens(cfg: GeneratorConfig, cond: Mapping[str, jax.Array]) -> jax.Arr
 
 
 def decoder_inputs(cfg: GeneratorConfig, target_BxPxG: jax.Array, start_B) -> jax.Array:
-    """The decoder's teacher-forcing inputs for target blocks: (B, P, G) the previous
-    blocks (``start_B`` before the first), or (B, P, 2G) with ``above_input``: the block
-    above each target block after them (the mask id in the first position row)."""
+    """The decoder's teacher-forcing inputs for target blocks: (B, P, G), each position's
+    previous block (``start_B`` before the first); with ``above_input`` (B, P, 2G), those
+    followed by the block above each target block (the mask id in the first row)."""
     left_BxPxG = shift_right(target_BxPxG, start_B)
     if not cfg.above_input:
         return left_BxPxG

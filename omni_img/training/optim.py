@@ -66,7 +66,7 @@ def muon_dimensions(params):
     for an attention output kernel (heads, head_dim, out), the first for the others).
     None for the rest -- embeddings, output heads, norms, positions, convolutions -- which
     Adam trains, as Muon's authors do for embeddings and heads."""
-    from optax.contrib import MuonDimensionNumbers
+    dims = optax.contrib.MuonDimensionNumbers
 
     def spec(path, x):
         names = _path_names(path)
@@ -74,8 +74,8 @@ def muon_dimensions(params):
         if not names or names[-1] != "kernel" or x.ndim < 2 or not in_block:
             return None
         if names[-2] == "out":
-            return MuonDimensionNumbers(tuple(range(x.ndim - 1)), x.ndim - 1)
-        return MuonDimensionNumbers(0, tuple(range(1, x.ndim)))
+            return dims(tuple(range(x.ndim - 1)), x.ndim - 1)
+        return dims(0, tuple(range(1, x.ndim)))
 
     return jax.tree_util.tree_map_with_path(spec, params)
 
