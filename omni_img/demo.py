@@ -92,6 +92,17 @@ def check_job_config(config) -> None:
             raise UserError(f"config.{stage}.stage={found!r}: the job trains it as {stage!r}")
 
 
+def point_stages_at_dataset(config) -> None:
+    """Every stage reads the job's dataset (`name[/builder config]`, in `data_dir`): the
+    rolling decoder pairs the tokenizer's token grids with the images they came from,
+    record by record."""
+    name, _, builder_config = config.dataset.partition("/")
+    for stage in STAGES:
+        config[stage].data.update(
+            {"name": name, "builder_config": builder_config, "data_dir": config.data_dir}
+        )
+
+
 class StageStopped(Exception):
     """A stage's training was stopped by SIGTERM (it saved a checkpoint first)."""
 
@@ -120,10 +131,8 @@ def run(config, workdir: pathlib.Path) -> dict:
             raise StageStopped(f"{name} stopped by SIGTERM at step {result['steps']}")
         return result
 
-    data_dir = config.data_dir or None
-    timed("dataset", reading.prepare, config.dataset, data_dir)
-    for stage in (config.tokenizer, config.generator, config.rolling):
-        stage.data.data_dir = config.data_dir
+    timed("dataset", reading.prepare, config.dataset, config.data_dir or None)
+    point_stages_at_dataset(config)
 
     tok_dir, gen_dir, roll_dir = workdir / "tokenizer", workdir / "generator", workdir / "rolling"
     tokens_dir = workdir / "tokens"
@@ -141,6 +150,8 @@ def run(config, workdir: pathlib.Path) -> dict:
     config.rolling.generator_workdir = str(gen_dir)
     config.rolling.tokenizer_workdir = str(tok_dir)
     if not _stage_done(roll_dir, "rolling_eval.json"):
+        if config.rolling.eval.rfid_images:
+            timed("FID weights", _fetch_fid_weights)
         timed("rolling decoder", rolling.train, config.rolling, str(roll_dir))
 
     bundle = _export(roll_dir, workdir / "bundle", timings)
@@ -173,6 +184,17 @@ def _drop_compiled_programs() -> None:
 
     jax.clear_caches()
     gc.collect()
+
+
+def _fetch_fid_weights() -> None:
+    """Cache the FID network for the rolling decoder's rFID. Offline, the job goes on
+    and the report says why it has no rFID (the rolling stage records the reason)."""
+    from omni_img.evals.metrics import weights
+
+    try:
+        weights.fetch(weights.FID_TORCHSCRIPT)
+    except UserError as error:
+        print(f"no FID weights, so no rFID: {error}", flush=True)
 
 
 def _export(rolling_dir: pathlib.Path, out: pathlib.Path, timings) -> str:
@@ -307,10 +329,7 @@ def judge_lines(summary: dict) -> list[str]:
 def rfid_line(rfid: dict | None) -> str:
     """The decoders' rFID, or why the report has none."""
     if rfid is None:
-        return (
-            "rFID: not computed (--config.rolling.eval.rfid_images=1000 adds it, "
-            "an estimated 6-8 min)"
-        )
+        return "rFID: not computed (config.rolling.eval.rfid_images is 0)"
     if "skipped" in rfid:
         return f"rFID: skipped: {rfid['skipped']}"
     return (

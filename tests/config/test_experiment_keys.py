@@ -15,10 +15,11 @@ STAGE_EXPERIMENTS = [
     "generator_tiny.py", "t2i_256.py:gpu8,fsdp", "c2i_imagenet256.py:B,gpu8,fsdp",
     "rolling_tiny.py",
 ]  # fmt: skip
+JOB_EXPERIMENTS = ["omni_tiny.py", "omni_quality.py"]  # `omni-img demo --config`
 
 
 def test_every_experiment_file_is_covered():
-    named = {spec.partition(":")[0] for spec in STAGE_EXPERIMENTS} | {"omni_tiny.py"}
+    named = {spec.partition(":")[0] for spec in STAGE_EXPERIMENTS} | set(JOB_EXPERIMENTS)
     assert named == {path.name for path in (ROOT / "experiments").glob("*.py")}
 
 
@@ -28,10 +29,23 @@ def test_every_stage_experiment_validates(spec):
     validate_config(config, 8)
 
 
-def test_the_main_job_config_validates():
+@pytest.mark.parametrize("name", JOB_EXPERIMENTS)
+def test_the_job_configs_validate(name):
     from omni_img.demo import check_job_config
 
-    check_job_config(load_config(str(ROOT / "experiments/omni_tiny.py")))
+    check_job_config(load_config(str(ROOT / "experiments" / name)))
+
+
+def test_every_stage_of_a_job_reads_the_jobs_dataset():
+    from omni_img.demo import STAGES, point_stages_at_dataset
+
+    config = load_config(str(ROOT / "experiments/omni_quality.py"))
+    config.data_dir = "/data/tfds"
+    point_stages_at_dataset(config)
+    for stage in STAGES:
+        data = config[stage].data
+        found = (data.name, data.builder_config, data.data_dir)
+        assert found == ("omni_shapes", "64px_200k", "/data/tfds"), stage
 
 
 def _experiment_with(tmp_path, base: str, line: str) -> pathlib.Path:
