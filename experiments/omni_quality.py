@@ -1,5 +1,5 @@
-"""The quality recipe: every stage, end to end, with longer budgets (about 75 minutes of
-training on a 2-core CPU, under 100 minutes in all).
+"""The quality recipe: every stage, end to end, with longer budgets (71 minutes of
+training on a 2-core CPU, 90 minutes in all, as measured in docs/models.md).
 
     omni-img demo --config experiments/omni_quality.py --workdir runs/quality
 

@@ -138,6 +138,21 @@ def test_band_causal_and_token_rows_local(model_and_params):
     np.testing.assert_array_equal(v, v_pad)
 
 
+def test_another_word_in_the_caption_changes_every_band(model_and_params):
+    """The decoder reads the text: another embedding at one word's position (not padding)
+    changes the first band as well as the last (text is not limited to token rows)."""
+    model, params = model_and_params
+    cfg = model.cfg
+    x, tokens, text, mask = inputs(cfg)
+    t = jnp.full((B, cfg.num_bands), 0.5)
+    apply = jax.jit(model.apply)
+    v = apply(params, x, t, tokens, text, mask)
+    other_word = text.at[:, 1].set(jax.random.normal(jax.random.key(5), (B, cfg.text_dim)))
+    v_word = apply(params, x, t, tokens, other_word, mask)
+    for band in (0, cfg.num_bands - 1):
+        assert not np.allclose(v[:, band], v_word[:, band]), band
+
+
 def test_cached_bands_equal_the_full_pass(model_and_params):
     """Sampling-style calls (clean bands committed one by one into the K/V cache, then a
     window) give the training pass's velocities."""
