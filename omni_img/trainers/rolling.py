@@ -146,6 +146,17 @@ def evaluate(cfg, params, source, transform, generator, config, workdir) -> dict
     return report
 
 
+def fetch_fid_weights() -> None:
+    """Cache the FID network before a run that reports rFID. Offline, the run goes on
+    and `decoder_rfid` records why there is no rFID."""
+    from omni_img.evals.metrics import weights
+
+    try:
+        weights.fetch(weights.FID_TORCHSCRIPT)
+    except UserError as error:
+        print(f"no FID weights, so no rFID: {error}", flush=True)
+
+
 def decoder_rfid(truth: np.ndarray, decoded: dict[str, np.ndarray]) -> dict:
     """FID (real Inception weights, StyleGAN3's preprocessing) of each decoder's images
     against the ground truth they decode; {"skipped": why} without the weights."""
