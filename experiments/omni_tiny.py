@@ -21,7 +21,8 @@ import ml_collections
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def _stage(name: str) -> ml_collections.ConfigDict:
+def experiment_config(name: str) -> ml_collections.ConfigDict:
+    """The config of experiments/NAME.py (also what experiments/omni_quality.py builds on)."""
     spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -40,10 +41,10 @@ def get_config(arg=None):
     # Step counts sized to the caps, so each schedule decays to (or near) its end within
     # them at the speeds fresh-clone runs measured (docs/models.md "One process, four
     # stages").
-    config.tokenizer = _stage("tokenizer_tiny")
+    config.tokenizer = experiment_config("tokenizer_tiny")
     config.tokenizer.num_steps = 750
     config.tokenizer.max_minutes = 7.0  # a safety cap on a loaded machine
-    config.generator = _stage("generator_tiny")
+    config.generator = experiment_config("generator_tiny")
     # The generator steps about 1.4x as fast on 2 of the 8 devices as on all 8 (the
     # tokenizer the other way round): docs/models.md, "One process, four stages".
     config.generator.mesh_devices = 2
@@ -68,7 +69,7 @@ def get_config(arg=None):
         {"compose": 0.5, "write": 0.25, "edit": 0.25}
     )
 
-    config.rolling = _stage("rolling_tiny")
+    config.rolling = experiment_config("rolling_tiny")
     config.rolling.max_minutes = 1.0
     config.rolling.eval.num_examples = 64
     # rFID of both decoders on 1,000 validation images: 3,000 images through Inception
